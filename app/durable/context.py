@@ -1,0 +1,86 @@
+"""The ``ctx`` a pipeline receives.
+
+A deliberately small surface over :class:`resonate.Context`: run a step, create a
+promise for something outside to settle, sleep. Each returns an awaitable the
+pipeline ``yield``\\ s; the driver awaits it and sends the result back in.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import msgspec
+from resonate.codec import dec_hook
+from resonate.context import Context as ResonateContext
+from resonate.context import ResonateFuture
+from resonate.retry import Never
+
+from app.durable.step import durable_step, injected_parameters, return_type
+
+
+@dataclass(frozen=True)
+class WaitDefaults:
+    """Default deadline of ``ctx.promise()`` when the pipeline names none."""
+
+    promise_timeout: timedelta = timedelta(hours=12)
+
+
+class StepCall[T]:
+    """A step started by :meth:`Context.run`: await it for the step's typed result."""
+
+    def __init__(self, future: ResonateFuture[Any], result_type: Any) -> None:
+        self._future = future
+        self._type = result_type
+
+    async def id(self) -> str:
+        """The step's promise id (``<run>:<n>``)."""
+        return await self._future.id()
+
+    def __await__(self) -> typing.Generator[Any, None, T]:
+        return self._result().__await__()
+
+    async def _result(self) -> T:
+        settled = await self._future
+        result = settled["result"]
+        if self._type is Any or self._type is None or self._type is type(None):
+            return result
+        return msgspec.convert(result, self._type, dec_hook=dec_hook)
+
+
+class Context:
+    """Durable operations for a pipeline body."""
+
+    def __init__(self, ctx: ResonateContext) -> None:
+        self._ctx = ctx
+
+    @property
+    def run_id(self) -> str:
+        """The id the run was started with."""
+        return self._ctx.info.origin_id
+
+    def run[T](self, step: typing.Callable[..., T], /, *args: Any, **kwargs: Any) -> StepCall[T]:
+        """Run ``step`` once, durably: a replay returns its recorded result."""
+        injected = injected_parameters(step, self._ctx)
+        future = self._ctx.options(retry_policy=Never()).run(
+            durable_step(step, injected), *args, **kwargs
+        )
+        return StepCall(future, return_type(step))
+
+    def promise(self, timeout: timedelta | None = None) -> ResonateFuture[Any]:
+        """A promise settled from outside (a notebook's ``POST /resolve``)."""
+        if timeout is None:
+            timeout = self._defaults().promise_timeout
+        return self._ctx.promise(timeout)
+
+    def sleep(self, duration: timedelta) -> ResonateFuture[None]:
+        """Wait ``duration`` durably; no process holds the wait."""
+        return self._ctx.sleep(duration)
+
+    def _defaults(self) -> WaitDefaults:
+        try:
+            return self._ctx.get_dependency(WaitDefaults)
+        except KeyError:
+            return WaitDefaults()

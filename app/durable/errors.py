@@ -1,0 +1,70 @@
+"""The errors a pipeline sees, and which failures are worth retrying.
+
+Errors cross the durability boundary as ``{"message": ...}`` (plus a best-effort
+pickle). Everything here therefore keeps its useful content *in the message* and
+pickles by its constructor arguments, so a run's status, the ``resonate`` CLI and a
+replay after a restart all show the same text.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import requests
+from databricks.sdk import errors as dbx
+
+#: Failures that say "try again later", not "this will never work".
+TRANSIENT: tuple[type[BaseException], ...] = (
+    dbx.TooManyRequests,
+    dbx.RequestLimitExceeded,
+    dbx.TemporarilyUnavailable,
+    dbx.InternalError,
+    dbx.DeadlineExceeded,
+    dbx.Aborted,
+    requests.ConnectionError,
+    requests.Timeout,
+    ConnectionError,
+    TimeoutError,
+    socket.timeout,
+)
+
+#: What to do about a permanent Databricks failure, by error class.
+HINTS: tuple[tuple[type[BaseException], str], ...] = (
+    (dbx.Unauthenticated, "check DATABRICKS_HOST and the credentials databricks-sdk finds "
+     "(token, profile or OAuth), e.g. with `databricks auth describe`"),
+    (dbx.PermissionDenied, "grant the service principal the permission named above "
+     "(for jobs: CAN MANAGE RUN)"),
+    (dbx.NotFound, "check that the id or name exists in this workspace"),
+    (dbx.ResourceDoesNotExist, "check that the id or name exists in this workspace"),
+    (dbx.InvalidParameterValue, "fix the parameter named above"),
+    (dbx.BadRequest, "fix the request described above"),
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, TRANSIENT)
+
+
+def hint_for(exc: BaseException) -> str | None:
+    return next((hint for kind, hint in HINTS if isinstance(exc, kind)), None)
+
+
+class StepError(Exception):
+    """A step failed for good: permanent error, or transient retries exhausted."""
+
+    def __init__(self, step: str, message: str, hint: str | None = None) -> None:
+        self.step = step
+        self.detail = message
+        self.hint = hint
+        text = f"{step}: {message}"
+        super().__init__(f"{text} (hint: {hint})" if hint else text)
+
+    def __reduce__(self) -> tuple[type[StepError], tuple[str, str, str | None]]:
+        return (StepError, (self.step, self.detail, self.hint))
+
+    @classmethod
+    def wrap(cls, step: str, exc: Exception, *, attempts: int) -> StepError:
+        message = f"{type(exc).__name__}: {exc}"
+        if attempts > 1:
+            message += f" (after {attempts} attempts)"
+        return cls(step, message, hint_for(exc))

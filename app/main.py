@@ -1,0 +1,52 @@
+"""The FastAPI application: routers per resource, one runtime per process."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from resonate.error import ResonateError
+from resonate_base.connections import Network
+
+from app.limits import BodyLimit
+from app.routers import callbacks, health, pipelines, runs
+from app.runtime import Runtime
+from app.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, network: Network | None = None) -> FastAPI:
+    """The service. ``network`` lets a test share one in-process Resonate server."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.runtime = await Runtime.start(settings, network=network)
+        try:
+            yield
+        finally:
+            await app.state.runtime.stop()
+
+    app = FastAPI(
+        title="DARA",
+        summary="Durable orchestration for Databricks, on Resonate",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    for router in (runs.router, callbacks.router, pipelines.router, health.router):
+        app.include_router(router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_value_bytes)
+
+    @app.exception_handler(ResonateError)
+    async def resonate_unavailable(request: Request, exc: ResonateError) -> JSONResponse:
+        logger.warning("Resonate error on %s: %s", request.url.path, exc)
+        return JSONResponse(
+            {"detail": f"the Resonate backend failed: {exc}; check RESONATE_URL or DARA_POSTGRES_DSN"},
+            status_code=503,
+        )
+
+    return app

@@ -1,0 +1,104 @@
+"""Notebooks calling back: ``POST /resolve`` and ``POST /reject``.
+
+Each call carries the promise id and its callback token (an HMAC of the id). The
+settle itself is Resonate's: the first write wins, and repeating it returns what was
+settled, so a notebook that retries after a lost response does no harm.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel, Field
+from resonate.types import Value
+
+from app.dependencies import RuntimeDep
+from app.runs import RUN_ID_PATTERN, get_promise
+from app.runtime import Runtime
+
+router = APIRouter(tags=["callbacks"])
+
+PROMISE_ID_PATTERN = RUN_ID_PATTERN.removesuffix("$") + r":[0-9]+(\.[0-9]+)*$"
+PromiseId = Annotated[str, Field(pattern=PROMISE_ID_PATTERN, description="The promise_id widget.")]
+Token = Annotated[str, Field(max_length=128, description="The callback_signature widget.")]
+
+
+class Resolution(BaseModel):
+    id: PromiseId
+    value: Any = None
+    token: Token | None = None
+
+
+class Rejection(BaseModel):
+    id: PromiseId
+    error: str = Field(max_length=65536, description="What went wrong, shown in the run's status.")
+    token: Token | None = None
+
+
+class Settlement(BaseModel):
+    id: str
+    state: Literal["resolved", "rejected", "rejected_canceled", "rejected_timedout"]
+    already_settled: bool = Field(description="True when an earlier call (or the deadline) settled it.")
+
+
+@router.post("/resolve", response_model=Settlement)
+async def resolve(
+    runtime: RuntimeDep,
+    body: Resolution | None = None,
+    id: Annotated[str | None, Query(pattern=PROMISE_ID_PATTERN)] = None,
+    value: Annotated[str | None, Query(max_length=65536)] = None,
+    token: Annotated[str | None, Query(max_length=128)] = None,
+) -> Settlement:
+    """Resolve a callback promise with a JSON value: the pipeline waiting on it resumes.
+
+    Takes a JSON body ``{id, value, token}``, or the original query form ``?id=&value=&token=``
+    (``value`` is parsed as JSON when it is JSON, else kept as a string).
+    """
+    if body is None:
+        if id is None:
+            raise HTTPException(422, "send a JSON body {id, value, token} or ?id=&value=&token=")
+        body = Resolution(id=id, value=_json_or_text(value), token=token)
+    return await _settle(runtime, body.id, body.token, "resolved", body.value)
+
+
+@router.post("/reject", response_model=Settlement)
+async def reject(body: Rejection, runtime: RuntimeDep) -> Settlement:
+    """Reject a callback promise: the waiting pipeline fails with ``error``."""
+    return await _settle(runtime, body.id, body.token, "rejected", body.error)
+
+
+async def _settle(
+    runtime: Runtime, promise_id: str, token: str | None, outcome: str, payload: Any
+) -> Settlement:
+    if not token:
+        raise HTTPException(
+            401, "missing token: send the callback_signature widget's value as `token`"
+        )
+    if not runtime.signer.verify(promise_id, token):
+        raise HTTPException(403, f"token does not match promise {promise_id!r}")
+    record = await get_promise(runtime.resonate, promise_id)
+    if record is None:
+        raise HTTPException(
+            404, f"no promise {promise_id!r}: it was never created, or the in-process "
+            "server that held it was restarted"
+        )
+    if record.state != "pending":
+        return Settlement(id=promise_id, state=record.state, already_settled=True)
+    promises = runtime.resonate.promises
+    if outcome == "resolved":
+        settled = await promises.resolve(promise_id, Value(data=payload))
+    else:
+        settled = await promises.reject(promise_id, Value(data={"__type": "error", "message": payload}))
+    assert settled.state != "pending"
+    return Settlement(id=promise_id, state=settled.state, already_settled=settled.state != outcome)
+
+
+def _json_or_text(value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value

@@ -1,0 +1,99 @@
+"""Starting runs and reading them back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from typing import Annotated, Any
+
+import pydantic
+from fastapi import APIRouter, HTTPException, Path, Query, Response, status
+from pydantic import BaseModel, Field
+
+from app.dependencies import RuntimeDep
+from app.runs import RUN_ID_PATTERN, RunSummary, RunView, read_run
+from app.runtime import Runtime
+
+router = APIRouter(tags=["runs"])
+
+MAX_WAIT_SECONDS = 60.0
+RunIdPath = Annotated[str, Path(pattern=RUN_ID_PATTERN, description="The run's id.")]
+
+
+class StartRun(BaseModel):
+    pipeline: str = Field(max_length=128, description="A name from GET /pipelines.")
+    id: str | None = Field(
+        default=None,
+        pattern=RUN_ID_PATTERN,
+        description="Names the run; starting an existing id returns that run. Default: random.",
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="The pipeline's parameters.")
+
+
+async def start(runtime: Runtime, run_id: str, pipeline_name: str, params: dict[str, Any]) -> tuple[RunView, bool]:
+    """Start a run, or find the one already called ``run_id``; (run, created)."""
+    pipeline = runtime.pipelines.get(pipeline_name)
+    if pipeline is None:
+        known = ", ".join(sorted(runtime.pipelines)) or "none"
+        raise HTTPException(404, f"no pipeline named {pipeline_name!r}; known: {known}")
+    existing = await read_run(runtime.resonate, run_id)
+    if existing is not None:
+        if existing.pipeline != pipeline.name:
+            raise HTTPException(
+                409, f"run {run_id!r} exists and runs {existing.pipeline!r}; pick another id"
+            )
+        return existing, False
+    try:
+        validated = pipeline.validate(params)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}" for e in exc.errors()
+        )
+        raise HTTPException(422, f"bad params for {pipeline.name}: {problems}") from None
+    await runtime.start_run(run_id, pipeline, validated)
+    run = await read_run(runtime.resonate, run_id)
+    assert run is not None
+    return run, True
+
+
+@router.post("/runs", response_model=RunView, status_code=status.HTTP_201_CREATED)
+async def start_run(body: StartRun, runtime: RuntimeDep, response: Response) -> RunView:
+    """Start a pipeline. An id that exists already returns that run (200), never a second one."""
+    run, created = await start(runtime, body.id or uuid.uuid4().hex, body.pipeline, body.params)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return run
+
+
+@router.get("/run", response_model=RunSummary)
+async def run_demo(
+    runtime: RuntimeDep,
+    id: Annotated[str, Query(pattern=RUN_ID_PATTERN)],
+    url: Annotated[str | None, Query(max_length=2048, description="Callback base URL")] = None,
+) -> RunSummary:
+    """The original example's form: start the demo notebook job as ``id`` or report on it."""
+    params = {"job": runtime.settings.demo_job_name, "params": {}, "url": url}
+    run, _ = await start(runtime, id, "notebook_job", params)
+    return RunSummary.of(run)
+
+
+@router.get("/runs/{run_id}", response_model=RunView)
+async def get_run(
+    run_id: RunIdPath,
+    runtime: RuntimeDep,
+    wait: Annotated[
+        float, Query(ge=0, le=MAX_WAIT_SECONDS, description="Seconds to wait for the run to finish")
+    ] = 0,
+) -> RunView:
+    """A run, its steps so far and its Databricks runs. ``wait`` long-polls for the end."""
+    run = await read_run(runtime.resonate, run_id)
+    if run is None:
+        raise HTTPException(404, f"no run {run_id!r}; start one with POST /runs")
+    if wait and run.status in ("running", "waiting"):
+        handle = await runtime.resonate.get(run_id)
+        with contextlib.suppress(Exception):  # the outcome is read back below either way
+            await asyncio.wait_for(handle.result(), timeout=wait)
+        run = await read_run(runtime.resonate, run_id)
+        assert run is not None
+    return run

@@ -1,0 +1,184 @@
+"""A run as users see it, read from Resonate's promises and nothing else.
+
+A run is its root promise (id = run id, param = the pipeline and its arguments, value
+= its result or error) plus one child promise per durable operation, ``<id>:1``,
+``<id>:2``, ... in call order. Reading them back is all a status view needs, so there
+is no task store to keep in step with them: ``GET /runs/{id}`` and ``resonate tree``
+can never disagree.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from resonate.resonate import Resonate
+from resonate.error import ServerError
+from resonate.types import PromiseRecord
+
+#: Run ids name the root promise. Resonate reserves ":" (it separates child ids).
+RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+RUN_ID = re.compile(RUN_ID_PATTERN)
+
+RunStatus = Literal["running", "waiting", "done", "failed", "cancelled", "timed_out"]
+StepKind = Literal["step", "callback", "sleep", "call"]
+
+_STATUS: dict[str, RunStatus] = {
+    "pending": "running",
+    "resolved": "done",
+    "rejected": "failed",
+    "rejected_canceled": "cancelled",
+    "rejected_timedout": "timed_out",
+}
+
+
+class DatabricksRun(BaseModel):
+    job_id: int | None = None
+    run_id: int
+    url: str
+
+
+class StepView(BaseModel):
+    id: str
+    name: str | None
+    kind: StepKind
+    state: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    result: Any = None
+    error: str | None = None
+
+
+class RunView(BaseModel):
+    id: str
+    pipeline: str
+    status: RunStatus
+    params: dict[str, Any]
+    started_at: datetime
+    finished_at: datetime | None = None
+    deadline: datetime
+    result: Any = None
+    error: str | None = None
+    steps: list[StepView] = []
+    databricks_runs: list[DatabricksRun] = []
+
+
+class RunSummary(BaseModel):
+    """What ``GET /run`` (the original example's form) answers."""
+
+    id: str
+    pipeline: str
+    status: RunStatus
+    result: Any = None
+    error: str | None = None
+
+    @classmethod
+    def of(cls, run: RunView) -> RunSummary:
+        return cls(id=run.id, pipeline=run.pipeline, status=run.status, result=run.result, error=run.error)
+
+
+async def get_promise(resonate: Resonate, id: str) -> PromiseRecord | None:
+    try:
+        return await resonate.promises.get(id)
+    except ServerError as exc:
+        if exc.code == 404:
+            return None
+        raise
+
+
+async def read_run(resonate: Resonate, run_id: str) -> RunView | None:
+    """The run ``run_id`` with every step so far, or None if there is no such run."""
+    root = await get_promise(resonate, run_id)
+    if root is None or not _is_run(root):
+        return None
+    steps = []
+    while (child := await get_promise(resonate, f"{run_id}:{len(steps) + 1}")) is not None:
+        steps.append(_step(child))
+    status = _STATUS[root.state]
+    if status == "running" and steps and steps[-1].kind == "callback" and steps[-1].state == "pending":
+        status = "waiting"
+    result, error = _outcome(root)
+    task = root.param.data or {}
+    return RunView(
+        id=run_id,
+        pipeline=task.get("func", "?"),
+        status=status,
+        params=_params(task),
+        started_at=_time(root.created_at),
+        finished_at=_time(root.settled_at) if root.settled_at else None,
+        deadline=_time(root.timeout_at),
+        result=result,
+        error=error,
+        steps=steps,
+        databricks_runs=[run for step in steps if (run := _databricks_run(step.result))],
+    )
+
+
+def _is_run(root: PromiseRecord) -> bool:
+    data = root.param.data
+    return root.tags.get("resonate:origin") == root.id and isinstance(data, dict) and "func" in data
+
+
+def _params(task: dict[str, Any]) -> dict[str, Any]:
+    args, kwargs = task.get("args") or [], task.get("kwargs") or {}
+    return {**{f"arg{i}": value for i, value in enumerate(args)}, **kwargs}
+
+
+def _step(record: PromiseRecord) -> StepView:
+    tags = record.tags
+    if tags.get("resonate:timer") == "true":
+        kind: StepKind = "sleep"
+    elif tags.get("resonate:external") == "true":
+        kind = "callback"
+    elif tags.get("resonate:scope") == "local":
+        kind = "step"
+    else:
+        kind = "call"
+    name = None
+    if isinstance(record.param.data, dict):
+        name = record.param.data.get("func")
+    result, error = _outcome(record)
+    if isinstance(result, dict) and set(result) == {"step", "result"}:
+        name, result = result["step"], result["result"]
+    elif error is not None and kind == "step":
+        name = error.split(":", 1)[0]
+    elif kind == "callback":
+        name = "callback"
+    return StepView(
+        id=record.id,
+        name=name,
+        kind=kind,
+        state=record.state,
+        started_at=_time(record.created_at),
+        finished_at=_time(record.settled_at) if record.settled_at else None,
+        result=result,
+        error=error,
+    )
+
+
+def _outcome(record: PromiseRecord) -> tuple[Any, str | None]:
+    """(result, error) of a settled promise; (None, None) while pending."""
+    data = record.value.data
+    match record.state:
+        case "resolved":
+            return data, None
+        case "rejected":
+            message = data.get("message") if isinstance(data, dict) else None
+            return None, message if isinstance(message, str) else str(data)
+        case "rejected_canceled":
+            return None, "cancelled"
+        case "rejected_timedout":
+            return None, "deadline reached before it finished"
+    return None, None
+
+
+def _databricks_run(result: Any) -> DatabricksRun | None:
+    if isinstance(result, dict) and isinstance(result.get("run_id"), int) and "url" in result:
+        return DatabricksRun.model_validate(result)
+    return None
+
+
+def _time(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)

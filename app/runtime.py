@@ -1,0 +1,129 @@
+"""Everything the service holds while it runs, started and stopped in one place.
+
+The Resonate instance (with every pipeline registered and every step dependency
+inserted), the workspace client, the callback signer and, on embedded defaults, the
+local workspace. Built by the FastAPI lifespan; tests build it the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from databricks.sdk import WorkspaceClient
+from resonate.resonate import Resonate
+from resonate.connections import LocalConnection
+from resonate.retry import Never
+from resonate_base.connections import Network
+
+import pipelines
+from app.callbacks import CallbackSigner, load_or_create_secret
+from app.durable import Pipeline, StepRetry, WaitDefaults
+from app.settings import Settings
+from app.workspace.client import workspace_client
+from app.workspace.deploy import deploy_demo
+from app.workspace.embedded import EmbeddedWorkspace
+
+logger = logging.getLogger(__name__)
+
+GROUP = "dara"
+
+
+def resonate_network(settings: Settings, pid: str) -> Network | None:
+    """The connection for the configured backend; None means "use ``url``"."""
+    if settings.resonate_url:
+        return None
+    if settings.postgres_dsn:
+        from resonate_pg import PostgresConnection  # optional backend: import on use
+
+        return PostgresConnection(settings.postgres_dsn, pid=pid, group=GROUP)
+    return LocalConnection(pid=pid, group=GROUP)
+
+
+def build_resonate(settings: Settings, *, network: Network | None = None) -> Resonate:
+    """A Resonate client for ``settings``' backend. Must be called on the event loop."""
+    pid = uuid.uuid4().hex
+    return Resonate(
+        url=settings.resonate_url,
+        network=network if network is not None else resonate_network(settings, pid),
+        group=GROUP,
+        pid=pid,
+        # Workflows never retry in the SDK; steps retry their transient failures
+        # themselves (app.durable.step). The SDK default would retry ~30 times.
+        retry_policy=Never(),
+        env={},  # settings already read RESONATE_URL; don't let the SDK read it twice
+    )
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    resonate: Resonate
+    workspace: WorkspaceClient
+    signer: CallbackSigner
+    pipelines: dict[str, Pipeline]
+    embedded: EmbeddedWorkspace | None = None
+
+    @classmethod
+    async def start(cls, settings: Settings, *, network: Network | None = None) -> Runtime:
+        embedded = None
+        if settings.uses_embedded_workspace:
+            directory = settings.state_dir / "workspace"
+            embedded = await asyncio.to_thread(EmbeddedWorkspace(directory).start)
+        try:
+            workspace = workspace_client(settings, embedded)
+            signer = CallbackSigner(callback_secret(settings), settings.callback_base_url)
+            if settings.deploy_on_start:
+                job_id = await asyncio.to_thread(
+                    deploy_demo, workspace, settings.notebook_dir, settings.demo_job_name
+                )
+                logger.info("demo job %r is job %s", settings.demo_job_name, job_id)
+            resonate = build_resonate(settings, network=network)
+        except BaseException:
+            if embedded is not None:
+                embedded.stop()
+            raise
+        runtime = cls(settings, resonate, workspace, signer, pipelines.load(), embedded)
+        runtime.wire()
+        return runtime
+
+    def wire(self) -> None:
+        """Register pipelines and the dependencies steps ask for by type."""
+        for pipeline in self.pipelines.values():
+            self.resonate.register(pipeline.durable, name=pipeline.name)
+        for dependency in (
+            self.workspace,
+            self.signer,
+            self.settings,
+            StepRetry(self.settings.step_retries, self.settings.step_retry_delay),
+            WaitDefaults(self.settings.callback_timeout),
+        ):
+            self.resonate.with_dependency(dependency)
+
+    async def start_run(self, run_id: str, pipeline: Pipeline, params: dict[str, Any]) -> None:
+        """Start ``pipeline`` as ``run_id``; returns once its root promise exists.
+
+        Starting an id that exists already is a no-op: Resonate dedupes on the id.
+        """
+        deadline: timedelta = self.settings.run_deadline
+        handle = self.resonate.options(timeout=deadline).run(run_id, pipeline.durable, **params)
+        await handle.id()
+
+    async def stop(self) -> None:
+        try:
+            await asyncio.wait_for(self.resonate.stop(), timeout=10)
+        except TimeoutError:
+            logger.warning("Resonate did not stop within 10s; leaving its tasks to the server")
+        finally:
+            if self.embedded is not None:
+                await asyncio.to_thread(self.embedded.stop)
+
+
+def callback_secret(settings: Settings) -> str:
+    if settings.callback_secret:
+        return settings.callback_secret
+    return load_or_create_secret(settings.state_dir / "callback-secret")

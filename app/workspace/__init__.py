@@ -1,0 +1,1 @@
+"""The Databricks workspace DARA talks to: a real one, or an embedded local one."""

@@ -1,0 +1,20 @@
+"""Building the ``WorkspaceClient``: databricks-sdk unified auth, or the embedded workspace."""
+
+from __future__ import annotations
+
+from databricks.sdk import WorkspaceClient
+
+from app.settings import Settings
+from app.workspace.embedded import LOCAL_TOKEN, EmbeddedWorkspace
+
+
+def workspace_client(settings: Settings, embedded: EmbeddedWorkspace | None) -> WorkspaceClient:
+    """A client for the configured workspace.
+
+    With ``DATABRICKS_HOST`` or a profile set, databricks-sdk's unified auth finds the
+    credentials itself (token, OAuth, Azure CLI, ...). Otherwise the client points at
+    the embedded workspace.
+    """
+    if embedded is not None:
+        return WorkspaceClient(host=embedded.host, token=LOCAL_TOKEN, auth_type="pat")
+    return WorkspaceClient(host=settings.databricks_host, profile=settings.databricks_profile)

@@ -1,0 +1,1 @@
+"""Plain, typed functions that each do one Databricks action."""

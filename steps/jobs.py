@@ -1,0 +1,107 @@
+"""Steps that create and run Databricks jobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from databricks.sdk import WorkspaceClient
+from databricks.sdk.errors import NotFound
+from databricks.sdk.service import jobs
+
+from app.callbacks import CallbackSigner
+from app.durable import StepInfo
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """A Databricks run a step started. ``GET /runs/{id}`` links every one it finds."""
+
+    job_id: int
+    run_id: int
+    url: str
+
+
+def find_job_id(w: WorkspaceClient, name: str) -> int | None:
+    """The id of the job called ``name``, or None. Refuses to guess between duplicates."""
+    ids = [job.job_id for job in w.jobs.list(name=name) if job.job_id is not None]
+    if len(ids) > 1:
+        msg = f"{len(ids)} jobs are named {name!r} (ids {ids}); pass a job id instead"
+        raise LookupError(msg)
+    return ids[0] if ids else None
+
+
+def resolve_job_id(w: WorkspaceClient, job: str | int) -> int:
+    """A job given by id (``123`` or ``"123"``) or by name."""
+    if isinstance(job, int) or job.isdigit():
+        return int(job)
+    job_id = find_job_id(w, job)
+    if job_id is None:
+        msg = f"no job is named {job!r} in {w.config.host}; create it or pass its id"
+        raise NotFound(msg)
+    return job_id
+
+
+def upsert_job(w: WorkspaceClient, settings: jobs.JobSettings) -> int:
+    """Create the job named ``settings.name``, or reset it in place if it differs.
+
+    Idempotent: a job whose settings already match is left untouched.
+    """
+    assert settings.name, "a job upserted by name needs a name"
+    job_id = find_job_id(w, settings.name)
+    if job_id is None:
+        return w.jobs.create(**vars(settings)).job_id  # type: ignore[return-value]
+    current = w.jobs.get(job_id).settings
+    if current is None or not _contains(current.as_dict(), settings.as_dict()):
+        w.jobs.reset(job_id, settings)
+    return job_id
+
+
+def _contains(actual: object, wanted: object) -> bool:
+    """Whether ``actual`` already holds everything in ``wanted`` (the API adds defaults)."""
+    if isinstance(wanted, dict):
+        return isinstance(actual, dict) and all(
+            _contains(actual.get(key), value) for key, value in wanted.items()
+        )
+    if isinstance(wanted, list):
+        return (
+            isinstance(actual, list)
+            and len(actual) == len(wanted)
+            and all(_contains(a, b) for a, b in zip(actual, wanted, strict=True))
+        )
+    return actual == wanted
+
+
+def run_url(w: WorkspaceClient, job_id: int, run_id: int) -> str:
+    return f"{w.config.host.rstrip('/')}/jobs/{job_id}/runs/{run_id}"
+
+
+def run_job(
+    w: WorkspaceClient,
+    signer: CallbackSigner,
+    info: StepInfo,
+    job: str | int,
+    params: dict[str, str],
+    callback_to: str | None = None,
+    callback_url: str | None = None,
+) -> JobRun:
+    """Start a job run, passing ``params`` and, with ``callback_to``, a callback.
+
+    The callback is three notebook parameters -- ``promise_id``, ``callback_url`` and
+    ``callback_signature`` (the token; parameters named ``*_token`` are refused as
+    credentials by some workspaces) -- that the notebook's callback cell posts back.
+
+    The run is started with an idempotency token derived from this step, so if the
+    step is executed again after a crash, Databricks returns the run it already has.
+    """
+    job_id = resolve_job_id(w, job)
+    notebook_params = dict(params)
+    if callback_to is not None:
+        notebook_params |= signer.callback(callback_to, callback_url).widgets()
+    started = w.jobs.run_now(
+        job_id=job_id,
+        notebook_params=notebook_params,
+        idempotency_token=info.idempotency_token,
+    )
+    run_id = started.run_id
+    assert run_id is not None
+    return JobRun(job_id=job_id, run_id=run_id, url=run_url(w, job_id, run_id))
