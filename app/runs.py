@@ -97,7 +97,7 @@ async def read_run(resonate: Resonate, run_id: str) -> RunView | None:
     while (child := await get_promise(resonate, f"{run_id}:{len(steps) + 1}")) is not None:
         steps.append(_step(child))
     status = _STATUS[root.state]
-    if status == "running" and steps and steps[-1].kind == "callback" and steps[-1].state == "pending":
+    if status == "running" and _only_waits_pending(steps):
         status = "waiting"
     result, error = _outcome(root)
     task = root.param.data or {}
@@ -114,6 +114,12 @@ async def read_run(resonate: Resonate, run_id: str) -> RunView | None:
         steps=steps,
         databricks_runs=[run for step in steps if (run := _databricks_run(step.result))],
     )
+
+
+def _only_waits_pending(steps: list[StepView]) -> bool:
+    """Suspended, as far as promises can tell: nothing running, something awaited."""
+    pending = [step.kind for step in steps if step.state == "pending"]
+    return bool(pending) and "step" not in pending and "call" not in pending
 
 
 def _is_run(root: PromiseRecord) -> bool:

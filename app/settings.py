@@ -12,7 +12,7 @@ from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -89,6 +89,23 @@ class Settings(BaseSettings):
     # -- notifications -------------------------------------------------------------
     notify_webhook_url: str | None = Field(
         default=None, description="Slack-compatible webhook that notify steps post to."
+    )
+
+    # .. email notifications (SMTP); sent when smtp_host and notify_email_to are set ..
+    smtp_host: str | None = Field(
+        default=None, description="SMTP server that notify steps send email through."
+    )
+    smtp_port: int = Field(default=587, description="SMTP port (587: submission with STARTTLS).")
+    smtp_user: str | None = Field(default=None, description="SMTP login; unset means no login.")
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP password.")
+    smtp_from: str | None = Field(
+        default=None, description="From address of notification emails (default: smtp_user)."
+    )
+    notify_email_to: str | None = Field(
+        default=None, description="Comma-separated recipients of notification emails."
+    )
+    smtp_starttls: bool = Field(
+        default=True, description="Upgrade the SMTP connection with STARTTLS before logging in."
     )
 
     @property

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+import tests.pipelines_for_tests  # noqa: F401 -- registers the test-only pipelines
+from tests.harness import Service, make_settings, running_service
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The real service on embedded defaults, shared by a module's tests."""
+    with running_service(make_settings(tmp_path_factory.mktemp("dara"))) as svc:
+        yield svc
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

@@ -1,0 +1,26 @@
+"""Pipelines that exist only for tests: they wait on a promise nobody settles but the test."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+from app.durable import Context, pipeline
+from steps.jobs import JobRun, run_job
+
+
+@pipeline
+def waits_for_callback(ctx: Context) -> Generator[Any, Any, Any]:
+    """Wait for `<run>:1` to be settled through POST /resolve, and return its value."""
+    value = yield ctx.promise()
+    return value
+
+
+@pipeline
+def starts_job_then_waits(ctx: Context, job: str) -> Generator[Any, Any, dict[str, Any]]:
+    """Start `job` (without a callback), then wait for the test to settle `<run>:1`."""
+    done = ctx.promise()
+    yield done.id()
+    run: JobRun = yield ctx.run(run_job, job, {})
+    value = yield done
+    return {"run_id": run.run_id, "value": value}

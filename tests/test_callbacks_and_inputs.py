@@ -1,0 +1,149 @@
+"""POST /resolve and /reject guard the promises pipelines wait on; bad input is a 4xx
+that says what to fix, never a 500 and never a stuck pipeline."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import pytest
+
+from tests.harness import SECRET, Service
+
+
+def sign(promise_id: str, secret: str = SECRET) -> str:
+    return hmac.new(secret.encode(), promise_id.encode(), hashlib.sha256).hexdigest()
+
+
+def waiting_run(service: Service, run_id: str) -> str:
+    """Start a run that waits on `<run_id>:1`, and return that promise id."""
+    response = service.http.post("/runs", json={"pipeline": "waits_for_callback", "id": run_id})
+    assert response.status_code == 201, response.text
+    service.wait_until(run_id, "waiting")
+    return f"{run_id}:1"
+
+
+def status(service: Service, run_id: str) -> str:
+    return service.http.get(f"/runs/{run_id}").json()["status"]
+
+
+def test_resolve_with_the_right_token_completes_the_run(service: Service) -> None:
+    promise = waiting_run(service, "cb-ok")
+
+    response = service.http.post("/resolve", json={"id": promise, "value": {"rows": 3}, "token": sign(promise)})
+
+    assert response.json() == {"id": promise, "state": "resolved", "already_settled": False}
+    run = service.wait_for("cb-ok")
+    assert (run["status"], run["result"]) == ("done", {"rows": 3})
+
+
+@pytest.mark.parametrize(
+    ("token", "code"),
+    [
+        (None, 401),  # missing
+        ("0" * 64, 403),  # forged
+        (sign("cb-other:1"), 403),  # replayed from another promise
+        (sign("cb-guard:1", secret="another-secret-0123456789"), 403),  # signed with the wrong key
+    ],
+)
+def test_bad_tokens_are_refused_and_the_promise_stays_pending(
+    service: Service, token: str | None, code: int
+) -> None:
+    promise = f"cb-guard-{code}-{(token or 'none')[:6]}:1"
+    waiting_run(service, promise.split(":")[0])
+    body = {"id": promise, "value": 1} | ({"token": token} if token else {})
+
+    response = service.http.post("/resolve", json=body)
+    rejected = service.http.post("/reject", json={"id": promise, "error": "x"} | ({"token": token} if token else {}))
+
+    assert (response.status_code, rejected.status_code) == (code, code)
+    assert "token" in response.json()["detail"]
+    assert status(service, promise.split(":")[0]) == "waiting"
+
+
+def test_repeated_resolve_is_idempotent_and_reports_the_settled_state(service: Service) -> None:
+    promise = waiting_run(service, "cb-twice")
+    body = {"id": promise, "value": "first", "token": sign(promise)}
+
+    first = service.http.post("/resolve", json=body).json()
+    second = service.http.post("/resolve", json=body | {"value": "second"}).json()
+    rejected = service.http.post("/reject", json={"id": promise, "error": "late", "token": sign(promise)}).json()
+
+    assert first["already_settled"] is False
+    assert second == rejected == {"id": promise, "state": "resolved", "already_settled": True}
+    assert service.wait_for("cb-twice")["result"] == "first"
+
+
+def test_reject_fails_the_run_with_the_notebooks_error(service: Service) -> None:
+    promise = waiting_run(service, "cb-reject")
+
+    response = service.http.post(
+        "/reject", json={"id": promise, "error": "KeyError: 'customer_id'", "token": sign(promise)}
+    )
+
+    assert response.json()["state"] == "rejected"
+    run = service.wait_for("cb-reject")
+    assert run["status"] == "failed"
+    assert run["error"] == "KeyError: 'customer_id'"
+
+
+def test_original_query_form_resolves_too(service: Service) -> None:
+    promise = waiting_run(service, "cb-query")
+
+    response = service.http.post("/resolve", params={"id": promise, "value": '{"ok": true}', "token": sign(promise)})
+
+    assert response.status_code == 200, response.text
+    assert service.wait_for("cb-query")["result"] == {"ok": True}
+
+
+def test_unknown_promise_is_404_with_a_clear_message(service: Service) -> None:
+    response = service.http.post("/resolve", json={"id": "nobody:1", "value": 1, "token": sign("nobody:1")})
+
+    assert response.status_code == 404
+    assert "no promise 'nobody:1'" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "code", "says"),
+    [
+        ("post", "/runs", {"json": {"pipeline": "nope"}}, 404, "known: "),
+        ("post", "/runs", {"json": {"pipeline": "notebook_job", "params": {}}}, 422, "job: Field required"),
+        ("post", "/runs", {"json": {"pipeline": "notebook_job", "params": {"job": ["x"]}}}, 422, "job: Input should be a valid string"),
+        ("post", "/runs", {"json": {"pipeline": "notebook_job", "params": {"job": "j", "extra": 1}}}, 422, "extra: Extra inputs"),
+        ("post", "/runs", {"json": {"pipeline": "notebook_job", "id": "a:b", "params": {"job": "j"}}}, 422, "pattern"),
+        ("post", "/runs", {"json": {"pipeline": "notebook_job", "id": "x" * 200, "params": {"job": "j"}}}, 422, "pattern"),
+        ("post", "/runs", {"content": b"not json", "headers": {"content-type": "application/json"}}, 422, "JSON"),
+        ("post", "/runs", {"json": {"pipeline": "waits_for_callback", "params": {"pad": "x" * (2 << 20)}}}, 413, "bytes"),
+        ("get", "/runs/no-such-run", {}, 404, "no run 'no-such-run'"),
+        ("get", "/runs/bad%20id", {}, 422, "pattern"),
+        ("get", "/run", {"params": {"id": "a:b"}}, 422, "pattern"),
+        ("post", "/resolve", {"json": {"id": "no-colon", "value": 1, "token": "t"}}, 422, "pattern"),
+        ("post", "/resolve", {}, 422, "JSON body"),
+        ("post", "/reject", {"json": {"id": "a:1", "token": "t"}}, 422, "error"),
+    ],
+)
+def test_malformed_input_gets_a_4xx_that_says_what_to_fix(
+    service: Service, method: str, path: str, kwargs: dict, code: int, says: str
+) -> None:
+    response = getattr(service.http, method)(path, **kwargs)
+
+    assert response.status_code == code, response.text
+    assert says in response.text
+
+
+def test_an_existing_id_with_another_pipeline_is_a_conflict(service: Service) -> None:
+    waiting_run(service, "cb-conflict")
+
+    response = service.http.post("/runs", json={"pipeline": "notebook_job", "id": "cb-conflict", "params": {"job": "j"}})
+
+    assert response.status_code == 409
+    assert "waits_for_callback" in response.json()["detail"]
+
+
+def test_pipelines_are_listed_with_a_schema_of_their_params(service: Service) -> None:
+    listed = {p["name"]: p for p in service.http.get("/pipelines").json()}
+
+    schema = listed["notebook_job"]["params"]
+    assert schema["required"] == ["job"]
+    assert schema["properties"]["job"]["type"] == "string"
+    assert listed["notebook_job"]["description"].startswith("Run a job whose notebook calls back")

@@ -1,0 +1,97 @@
+"""The durable notebook loop through real HTTP: service + in-process Resonate + the
+embedded workspace running the real demo notebook, which calls back over HTTP."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+from app.settings import PROJECT_ROOT
+from tests.harness import Service
+
+
+def demo_run(service: Service, run_id: str, **params: str) -> dict:
+    body = {"pipeline": "notebook_job", "id": run_id, "params": {"job": "dara-demo", "params": params}}
+    response = service.http.post("/runs", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def workspace_runs(service: Service) -> list[int]:
+    w = service.runtime.workspace
+    job_id = next(job.job_id for job in w.jobs.list(name="dara-demo"))
+    return [run.run_id for run in w.jobs.list_runs(job_id=job_id)]
+
+
+def test_run_completes_with_the_notebooks_value(service: Service) -> None:
+    started = demo_run(service, "loop-ok", name="dara", count="4")
+    assert started["pipeline"] == "notebook_job"
+    assert started["status"] in ("running", "waiting")
+
+    run = service.wait_for("loop-ok")
+
+    assert run["status"] == "done", run
+    assert run["result"] == {"greeting": "hello dara", "sum_of_squares": 14}
+    assert [(s["id"], s["name"], s["state"]) for s in run["steps"]] == [
+        ("loop-ok:1", "callback", "resolved"),
+        ("loop-ok:2", "run_job", "resolved"),
+        ("loop-ok:3", "notify", "resolved"),
+    ]
+    [databricks] = run["databricks_runs"]
+    assert databricks["url"].endswith(f"/jobs/{databricks['job_id']}/runs/{databricks['run_id']}")
+    assert all(step["finished_at"] >= step["started_at"] for step in run["steps"])
+
+
+def test_failing_notebook_fails_the_run_with_its_error(service: Service) -> None:
+    demo_run(service, "loop-fail", fail="disk full")
+
+    run = service.wait_for("loop-fail")
+
+    assert run["status"] == "failed"
+    assert "asked to fail: disk full" in run["error"]
+    callback = run["steps"][0]
+    assert callback["state"] == "rejected"
+    assert "ValueError: asked to fail: disk full" in callback["error"]
+
+
+def test_same_id_twice_starts_one_pipeline_and_one_databricks_run(service: Service) -> None:
+    before = set(workspace_runs(service))
+    body = {"pipeline": "notebook_job", "id": "loop-twice", "params": {"job": "dara-demo"}}
+
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(lambda _: service.http.post("/runs", json=body).status_code, range(4)))
+    run = service.wait_for("loop-twice")
+    again = service.http.post("/runs", json=body)
+
+    assert 201 in statuses and set(statuses) <= {200, 201}
+    assert again.status_code == 200 and again.json()["status"] == "done"
+    assert run["status"] == "done"
+    new_runs = set(workspace_runs(service)) - before
+    assert new_runs == {run["databricks_runs"][0]["run_id"]}
+
+
+def test_original_query_form_and_trigger_script(service: Service) -> None:
+    first = service.http.get("/run", params={"id": "loop-get", "url": service.url})
+    assert first.status_code == 200
+    assert first.json()["id"] == "loop-get" and first.json()["pipeline"] == "notebook_job"
+
+    trigger = [sys.executable, str(PROJECT_ROOT / "scripts" / "trigger.py"), "--service", service.url]
+    waited = subprocess.run([*trigger, "--id", "loop-get", "--wait"], capture_output=True, text=True, timeout=120)
+    again = subprocess.run([*trigger, "--id", "loop-get"], capture_output=True, text=True, timeout=60)
+
+    assert waited.returncode == 0, waited.stderr
+    assert "done" in waited.stdout and "hello world" in waited.stdout
+    assert "done" in again.stdout
+
+
+def test_trigger_starts_any_pipeline_with_params(service: Service) -> None:
+    trigger = [sys.executable, str(PROJECT_ROOT / "scripts" / "trigger.py"), "--service", service.url]
+    started = subprocess.run(
+        [*trigger, "--id", "loop-trigger", "--pipeline", "notebook_job",
+         "--param", "job=dara-demo", "--param", 'params={"name": "cli"}'],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert started.returncode == 0, started.stderr
+    assert "working on it" in started.stdout
+    assert service.wait_for("loop-trigger")["result"]["greeting"] == "hello cli"
