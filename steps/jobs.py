@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.errors import NotFound
 from databricks.sdk.service import jobs
+from databricks.sdk.service.compute import ClusterSpec
 
 from app.callbacks import CallbackSigner
 from app.durable import StepInfo
@@ -104,4 +106,57 @@ def run_job(
     )
     run_id = started.run_id
     assert run_id is not None
+    return JobRun(job_id=job_id, run_id=run_id, url=run_url(w, job_id, run_id))
+
+
+def submit_notebook(
+    w: WorkspaceClient,
+    signer: CallbackSigner,
+    info: StepInfo,
+    notebook_path: str,
+    params: dict[str, str],
+    *,
+    existing_cluster_id: str | None = None,
+    new_cluster: dict[str, Any] | None = None,
+    run_name: str | None = None,
+    timeout_seconds: int | None = None,
+    callback_to: str | None = None,
+    callback_url: str | None = None,
+) -> JobRun:
+    """Run a notebook once, without a job to define first (``runs/submit``).
+
+    For notebooks a pipeline runs ad hoc, where keeping a job per notebook would only
+    be clutter. Compute is ``existing_cluster_id``, a ``new_cluster`` spec (the REST
+    API's JSON shape, so it survives being a durable step argument), or neither for
+    serverless. Parameters and the callback widgets are passed as in :func:`run_job`.
+
+    The idempotency token makes a re-executed step get back the run the first attempt
+    submitted instead of starting a second one.
+    """
+    if existing_cluster_id is not None and new_cluster is not None:
+        msg = "pass existing_cluster_id or new_cluster, not both"
+        raise ValueError(msg)
+    base_parameters = dict(params)
+    if callback_to is not None:
+        base_parameters |= signer.callback(callback_to, callback_url).widgets()
+    task = jobs.SubmitTask(
+        task_key="notebook",
+        notebook_task=jobs.NotebookTask(
+            notebook_path=notebook_path,
+            base_parameters=base_parameters,
+        ),
+        existing_cluster_id=existing_cluster_id,
+        new_cluster=ClusterSpec.from_dict(new_cluster) if new_cluster is not None else None,
+    )
+    submitted = w.jobs.submit(
+        run_name=run_name or f"dara {info.id}",
+        tasks=[task],
+        timeout_seconds=timeout_seconds,
+        idempotency_token=info.idempotency_token,
+    )
+    run_id = submitted.response.run_id
+    assert run_id is not None
+    # A one-time run still belongs to a (hidden) job; its id is only in runs/get.
+    job_id = w.jobs.get_run(run_id).job_id
+    assert job_id is not None, f"runs/get of run {run_id} has no job_id"
     return JobRun(job_id=job_id, run_id=run_id, url=run_url(w, job_id, run_id))
