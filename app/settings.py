@@ -56,6 +56,11 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("DATABRICKS_CONFIG_PROFILE", "DARA_DATABRICKS_PROFILE"),
     )
+    databricks_retry_timeout: int = Field(
+        default=60,
+        description="Seconds databricks-sdk keeps retrying a throttled or unreachable API "
+        "call (its own default is 300) before a step sees the error and its retries take over.",
+    )
     notebook_dir: str = Field(
         default="/Workspace/Shared/dara",
         description="Workspace folder the notebooks in notebooks/ are imported into.",

@@ -101,7 +101,8 @@ def run_job(
         notebook_params |= signer.callback(callback_to, callback_url).widgets()
     started = w.jobs.run_now(
         job_id=job_id,
-        notebook_params=notebook_params,
+        # None rather than {}: overriding parameters is refused for multi-task jobs
+        notebook_params=notebook_params or None,
         idempotency_token=info.idempotency_token,
     )
     run_id = started.run_id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from databricks.sdk import WorkspaceClient
+from databricks.sdk.config import Config
 
 from app.settings import Settings
 from app.workspace.embedded import LOCAL_TOKEN, EmbeddedWorkspace
@@ -15,6 +16,9 @@ def workspace_client(settings: Settings, embedded: EmbeddedWorkspace | None) -> 
     credentials itself (token, OAuth, Azure CLI, ...). Otherwise the client points at
     the embedded workspace.
     """
+    retry = {"retry_timeout_seconds": settings.databricks_retry_timeout}
     if embedded is not None:
-        return WorkspaceClient(host=embedded.host, token=LOCAL_TOKEN, auth_type="pat")
-    return WorkspaceClient(host=settings.databricks_host, profile=settings.databricks_profile)
+        return WorkspaceClient(config=Config(host=embedded.host, token=LOCAL_TOKEN, auth_type="pat", **retry))
+    return WorkspaceClient(
+        config=Config(host=settings.databricks_host, profile=settings.databricks_profile, **retry)
+    )

@@ -7,9 +7,10 @@ survive a restart of the service) and stops it -- reaping its notebook processes
 when the service stops.
 
 brickhouse 0.1.0 lacks two read-only routes DARA uses against real workspaces:
-``jobs/list`` (find a job by name, for idempotent deploys) and ``jobs/runs/list``.
-:func:`_add_listing_routes` answers them from brickhouse's own records, so DARA's code
-calls the same Databricks API whichever workspace it talks to.
+``jobs/list`` (find a job by name, for idempotent deploys) and ``jobs/runs/list``, and
+its ``jobs/get`` leaves a job's serverless ``environments`` out (so every deploy would
+look like a change). :func:`_complete_jobs_api` answers them from brickhouse's own
+records, so DARA's code calls the same Databricks API whichever workspace it talks to.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class EmbeddedWorkspace:
         except BaseException:
             self._context.close()
             raise
-        _add_listing_routes(self._server._jobs_api)
+        _complete_jobs_api(self._server._jobs_api)
         self.host = f"http://127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -82,9 +83,10 @@ class EmbeddedWorkspace:
         self.stop()
 
 
-def _add_listing_routes(jobs_api: Any) -> None:
-    """Answer ``GET jobs/list?name=`` and ``GET jobs/runs/list?job_id=`` on brickhouse."""
+def _complete_jobs_api(jobs_api: Any) -> None:
+    """Add ``GET jobs/list?name=`` and ``jobs/runs/list?job_id=``; complete ``jobs/get``."""
     dispatch = jobs_api.dispatch
+    registry, repository = jobs_api._terraform_jobs, jobs_api._repository
 
     def get(target: str) -> dict[str, Any] | None:
         response = dispatch("GET", target)
@@ -92,12 +94,8 @@ def _add_listing_routes(jobs_api: Any) -> None:
 
     def list_jobs(query: dict[str, list[str]]) -> ApiResponse:
         wanted = query.get("name", [None])[0]
-        registry = jobs_api._terraform_jobs
         api_ids = sorted(
-            {
-                registry.resolve_resource_id(job.job_id) or job.job_id
-                for job in jobs_api._repository.list_jobs()
-            }
+            {registry.resolve_resource_id(job.job_id) or job.job_id for job in repository.list_jobs()}
         )
         found = []
         for job_id in api_ids:
@@ -108,15 +106,39 @@ def _add_listing_routes(jobs_api: Any) -> None:
 
     def list_runs(query: dict[str, list[str]]) -> ApiResponse:
         job_id = int(query["job_id"][0])
-        definitions = jobs_api._terraform_jobs.definition_job_ids(job_id) or (job_id,)
+        definitions = registry.definition_job_ids(job_id) or (job_id,)
         runs = [
             get(f"/api/2.2/jobs/runs/get?run_id={run.run_id}")
             for definition in definitions
-            for run in jobs_api._repository.list_runs(definition)
+            for run in repository.list_runs(definition)
         ]
         return ApiResponse(200, {"runs": [r for r in runs if r], "has_more": False})
 
-    routes = {"/api/2.2/jobs/list": list_jobs, "/api/2.2/jobs/runs/list": list_runs}
+    def get_job(query: dict[str, list[str]]) -> ApiResponse | None:
+        job = get(f"/api/2.2/jobs/get?job_id={query['job_id'][0]}")
+        if job is None:
+            return dispatch("GET", f"/api/2.2/jobs/get?job_id={query['job_id'][0]}")
+        definition = registry.resolve_execution_id(job["job_id"]) or job["job_id"]
+        environments: dict[str, dict[str, Any]] = {}
+        for task in repository.get_job(definition).tasks:
+            context = task.settings.get("execution_context") or {}
+            if context.get("environment_source") == "job":
+                spec: dict[str, Any] = {"environment_version": context["environment_version"]}
+                if context.get("dependencies"):
+                    spec["dependencies"] = list(context["dependencies"])
+                environments[context["environment_key"]] = {
+                    "environment_key": context["environment_key"],
+                    "spec": spec,
+                }
+        if environments:
+            job["settings"]["environments"] = [environments[key] for key in sorted(environments)]
+        return ApiResponse(200, job)
+
+    routes = {
+        "/api/2.2/jobs/list": list_jobs,
+        "/api/2.2/jobs/runs/list": list_runs,
+        "/api/2.2/jobs/get": get_job,
+    }
 
     def dispatch_with_listing(
         method: str, target: str, body: dict[str, object] | None = None
