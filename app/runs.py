@@ -9,21 +9,25 @@ can never disagree.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from resonate.resonate import Resonate
 from resonate.error import ServerError
+from resonate.timing import now_ms
 from resonate.types import PromiseRecord
+
+from app.durable.errors import TIMED_OUT
 
 #: Run ids name the root promise. Resonate reserves ":" (it separates child ids).
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 RUN_ID = re.compile(RUN_ID_PATTERN)
 
 RunStatus = Literal["running", "waiting", "done", "failed", "cancelled", "timed_out"]
-StepKind = Literal["step", "callback", "sleep", "call"]
+StepKind = Literal["step", "callback", "sleep", "call", "watcher"]
 
 _STATUS: dict[str, RunStatus] = {
     "pending": "running",
@@ -51,13 +55,20 @@ class StepView(BaseModel):
     error: str | None = None
 
 
+class Progress(BaseModel):
+    done: int
+    seen: int
+
+
 class RunView(BaseModel):
     id: str
     pipeline: str
     status: RunStatus
     params: dict[str, Any]
+    progress: Progress = Field(description="Steps and waits settled, of those started so far.")
     started_at: datetime
     finished_at: datetime | None = None
+    elapsed_seconds: float
     deadline: datetime
     result: Any = None
     error: str | None = None
@@ -94,20 +105,25 @@ async def read_run(resonate: Resonate, run_id: str) -> RunView | None:
     if root is None or not _is_run(root):
         return None
     steps = []
-    while (child := await get_promise(resonate, f"{run_id}:{len(steps) + 1}")) is not None:
+    while (child := await _child(resonate, f"{run_id}:{len(steps) + 1}", run_id)) is not None:
         steps.append(_step(child))
     status = _STATUS[root.state]
     if status == "running" and _only_waits_pending(steps):
         status = "waiting"
     result, error = _outcome(root)
+    if status == "failed" and error is not None and error.startswith(TIMED_OUT):
+        status = "timed_out"
     task = root.param.data or {}
+    work = [step for step in steps if step.kind != "watcher"]
     return RunView(
         id=run_id,
         pipeline=task.get("func", "?"),
         status=status,
         params=_params(task),
+        progress=Progress(done=sum(step.state != "pending" for step in work), seen=len(work)),
         started_at=_time(root.created_at),
         finished_at=_time(root.settled_at) if root.settled_at else None,
+        elapsed_seconds=((root.settled_at or now_ms()) - root.created_at) / 1000,
         deadline=_time(root.timeout_at),
         result=result,
         error=error,
@@ -116,10 +132,23 @@ async def read_run(resonate: Resonate, run_id: str) -> RunView | None:
     )
 
 
+async def _child(resonate: Resonate, child_id: str, run_id: str) -> PromiseRecord | None:
+    """The promise at a child position: a step, a promise, or a detached watcher.
+
+    A detached call takes its position's id but is stored under
+    ``<run>:d<blake2b-8(<run>:<n>)>`` (resonate-sdk's ``Context.detached``).
+    """
+    record = await get_promise(resonate, child_id)
+    if record is None:
+        digest = hashlib.blake2b(child_id.encode(), digest_size=8).hexdigest()
+        record = await get_promise(resonate, f"{run_id}:d{digest}")
+    return record
+
+
 def _only_waits_pending(steps: list[StepView]) -> bool:
     """Suspended, as far as promises can tell: nothing running, something awaited."""
-    pending = [step.kind for step in steps if step.state == "pending"]
-    return bool(pending) and "step" not in pending and "call" not in pending
+    pending = {step.kind for step in steps if step.state == "pending"} - {"watcher"}
+    return bool(pending) and not pending & {"step", "call"}
 
 
 def _is_run(root: PromiseRecord) -> bool:
@@ -145,6 +174,8 @@ def _step(record: PromiseRecord) -> StepView:
     name = None
     if isinstance(record.param.data, dict):
         name = record.param.data.get("func")
+        if isinstance(name, str) and name.startswith("dara."):
+            kind = "watcher"
     result, error = _outcome(record)
     if isinstance(result, dict) and set(result) == {"step", "result"}:
         name, result = result["step"], result["result"]

@@ -24,6 +24,7 @@ import pipelines
 from app.callbacks import CallbackSigner, load_or_create_secret
 from app.durable import Pipeline, StepRetry, WaitDefaults
 from app.settings import Settings
+from app.watchers import register_watchers
 from app.workspace.client import workspace_client
 from app.workspace.deploy import deploy_demo
 from app.workspace.embedded import EmbeddedWorkspace
@@ -95,6 +96,7 @@ class Runtime:
         """Register pipelines and the dependencies steps ask for by type."""
         for pipeline in self.pipelines.values():
             self.resonate.register(pipeline.durable, name=pipeline.name)
+        register_watchers(self.resonate)
         for dependency in (
             self.workspace,
             self.signer,

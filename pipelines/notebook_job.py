@@ -25,6 +25,7 @@ def notebook_job(
     done = ctx.promise()
     promise_id = yield done.id()
     run = yield ctx.run(run_job, job, params or {}, callback_to=promise_id, callback_url=url)
+    yield ctx.watch(run, promise_id)  # fails `done` if the run ends without calling back
     value = yield done
     yield ctx.run(notify, f"{job} finished: run {run.run_id}", {"run": run.url, "value": value})
     return value

@@ -14,6 +14,7 @@ from resonate.testing import local_resonate
 from resonate.types import Value
 
 from app.durable import Context, StepError, StepInfo, StepRetry, drive
+from app.watchers import register_watchers
 
 pytestmark = pytest.mark.anyio
 
@@ -138,6 +139,7 @@ async def test_a_promise_resolved_from_outside_resumes_the_pipeline() -> None:
         return {"promise": promise_id, "value": value}
 
     resonate = local_resonate()
+    register_watchers(resonate)
     durable = drive(pipeline)
     resonate.register(durable, name="resumes")
     try:

@@ -33,14 +33,18 @@ def test_run_completes_with_the_notebooks_value(service: Service) -> None:
 
     assert run["status"] == "done", run
     assert run["result"] == {"greeting": "hello dara", "sum_of_squares": 14}
-    assert [(s["id"], s["name"], s["state"]) for s in run["steps"]] == [
+    work = [(s["id"], s["name"], s["state"]) for s in run["steps"] if s["kind"] != "watcher"]
+    assert work == [
         ("loop-ok:1", "callback", "resolved"),
-        ("loop-ok:2", "run_job", "resolved"),
-        ("loop-ok:3", "notify", "resolved"),
+        ("loop-ok:3", "run_job", "resolved"),
+        ("loop-ok:5", "notify", "resolved"),
     ]
+    watchers = [s["name"] for s in run["steps"] if s["kind"] == "watcher"]
+    assert watchers == ["dara.expire_promise", "dara.watch_run"]
+    assert run["progress"] == {"done": 3, "seen": 3}
     [databricks] = run["databricks_runs"]
     assert databricks["url"].endswith(f"/jobs/{databricks['job_id']}/runs/{databricks['run_id']}")
-    assert all(step["finished_at"] >= step["started_at"] for step in run["steps"])
+    assert all(s["finished_at"] >= s["started_at"] for s in run["steps"] if s["kind"] != "watcher")
 
 
 def test_failing_notebook_fails_the_run_with_its_error(service: Service) -> None:

@@ -21,6 +21,11 @@ from resonate.retry import Never
 from app.durable.step import durable_step, injected_parameters, return_type
 
 
+#: Names the watchers (app.watchers) are registered under.
+EXPIRE = "dara.expire_promise"
+WATCH = "dara.watch_run"
+
+
 @dataclass(frozen=True)
 class WaitDefaults:
     """Default deadline of ``ctx.promise()`` when the pipeline names none."""
@@ -70,10 +75,25 @@ class Context:
         return StepCall(future, return_type(step))
 
     def promise(self, timeout: timedelta | None = None) -> ResonateFuture[Any]:
-        """A promise settled from outside (a notebook's ``POST /resolve``)."""
+        """A promise settled from outside (a notebook's ``POST /resolve``).
+
+        Its deadline is ``timeout`` (default: the pipeline's, else DARA_CALLBACK_TIMEOUT),
+        enforced by a detached watchdog that rejects it as timed out.
+        """
         if timeout is None:
             timeout = self._defaults().promise_timeout
-        return self._ctx.promise(timeout)
+        future = self._ctx.promise(timeout)
+        # The id is minted synchronously; ResonateFuture.id() would wait for the create.
+        self._ctx.detached(EXPIRE, future._id)
+        return future
+
+    def watch(self, run: Any, promise_id: str) -> ResonateFuture[str]:
+        """Fail ``promise_id`` if the Databricks ``run`` ends without settling it."""
+        return self.detach(WATCH, run, promise_id)
+
+    def detach(self, function: str, /, *args: Any) -> ResonateFuture[str]:
+        """Start a registered durable function on its own; it outlives this pipeline."""
+        return self._ctx.detached(function, *args)
 
     def sleep(self, duration: timedelta) -> ResonateFuture[None]:
         """Wait ``duration`` durably; no process holds the wait."""

@@ -13,6 +13,10 @@ import socket
 import requests
 from databricks.sdk import errors as dbx
 
+#: How a wait that reached its deadline starts its error message (the run's status
+#: then reads ``timed_out``).
+TIMED_OUT = "timed out:"
+
 #: Failures that say "try again later", not "this will never work".
 TRANSIENT: tuple[type[BaseException], ...] = (
     dbx.TooManyRequests,

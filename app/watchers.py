@@ -1,0 +1,124 @@
+"""Durable watchers that keep a waiting pipeline from waiting forever.
+
+Two ways a wait can go wrong, and one watcher for each. Both run as *detached*
+Resonate functions -- on any worker, surviving restarts, holding nothing in memory
+while they sleep -- and both end their wait by rejecting the promise the pipeline is
+waiting on, so the pipeline fails with a clear message instead of hanging.
+
+* :func:`expire_promise` enforces a wait's deadline. ``Context.promise()`` starts one
+  for every promise: the server may or may not time promises out by itself (the
+  in-process one only does when the promise is touched), so DARA does it.
+* :func:`watch_run` notices a Databricks run that ended without calling back (cluster
+  lost, notebook killed, failure before the callback cell). It checks the run with
+  backoff; once the run is over and a grace period for an in-flight callback has
+  passed, it rejects the promise with the run's state message. Each check schedules
+  the next as a fresh detached call, so a long wait never builds a long history to
+  replay.
+
+The first write wins on a promise, so a callback that arrives after a watcher gave up
+finds the promise settled and is answered ``already_settled``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Generator
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from databricks.sdk import WorkspaceClient
+from databricks.sdk.service.jobs import RunLifeCycleState
+from resonate.resonate import Resonate
+from resonate.timing import now_ms
+from resonate.types import Value
+
+from app.durable.context import EXPIRE, WATCH, Context
+from app.durable.errors import TIMED_OUT
+from app.durable.pipeline import drive
+from steps.jobs import JobRun
+
+#: Seconds between checks of a Databricks run: quick at first, then every 30 s.
+BACKOFF = (2, 4, 8, 15, 30)
+#: How long a notebook's callback may still be in flight after its run ended.
+GRACE_SECONDS = 5
+
+Verdict = Literal["waiting", "ended", "settled", "rejected"]
+_ENDED = {RunLifeCycleState.TERMINATED, RunLifeCycleState.INTERNAL_ERROR, RunLifeCycleState.SKIPPED}
+
+
+# -- deadlines ----------------------------------------------------------------------
+
+
+async def seconds_left(resonate: Resonate, promise_id: str) -> float | None:
+    """Seconds until the promise's deadline; None once it is settled."""
+    record = await resonate.promises.get(promise_id)
+    if record.state != "pending":
+        return None
+    return max(0.0, (record.timeout_at - now_ms()) / 1000)
+
+
+async def expire(resonate: Resonate, promise_id: str) -> str:
+    """Reject the promise as timed out if nobody settled it in time."""
+    record = await resonate.promises.get(promise_id)
+    if record.state != "pending":
+        return record.state
+    deadline = datetime.fromtimestamp(record.timeout_at / 1000, UTC).isoformat(timespec="seconds")
+    message = (
+        f"{TIMED_OUT} nothing settled {promise_id} by its deadline {deadline}; raise "
+        "DARA_CALLBACK_TIMEOUT or pass ctx.promise(timeout=...) if the work takes longer"
+    )
+    settled = await resonate.promises.reject(promise_id, Value(data={"__type": "error", "message": message}))
+    return settled.state
+
+
+def expire_promise(ctx: Context, promise_id: str) -> Generator[Any, Any, str]:
+    left = yield ctx.run(seconds_left, promise_id)
+    if left is None:
+        return "settled"
+    yield ctx.sleep(timedelta(seconds=left))
+    return (yield ctx.run(expire, promise_id))
+
+
+# -- Databricks runs ------------------------------------------------------------------
+
+
+async def check_run(
+    resonate: Resonate, w: WorkspaceClient, run: JobRun, promise_id: str, final: bool
+) -> Verdict:
+    """Look at the promise and the run; on the ``final`` look, reject if the run ended."""
+    if (await resonate.promises.get(promise_id)).state != "pending":
+        return "settled"
+    state = (await asyncio.to_thread(w.jobs.get_run, run.run_id)).state
+    if state is None or state.life_cycle_state not in _ENDED:
+        return "waiting"
+    if not final:
+        return "ended"
+    outcome = state.result_state.value if state.result_state else state.life_cycle_state.value
+    message = (
+        f"Databricks run {run.run_id} ended {outcome} without calling back"
+        f" ({state.state_message or 'no state message'}); see {run.url}"
+    )
+    settled = await resonate.promises.reject(promise_id, Value(data={"__type": "error", "message": message}))
+    return "rejected" if settled.state == "rejected" else "settled"
+
+
+def watch_run(ctx: Context, run: JobRun, promise_id: str, check: int = 0) -> Generator[Any, Any, Verdict]:
+    verdict: Verdict = yield ctx.run(check_run, run, promise_id, final=False)
+    if verdict == "ended":
+        yield ctx.sleep(timedelta(seconds=GRACE_SECONDS))
+        verdict = yield ctx.run(check_run, run, promise_id, final=True)
+    if verdict == "waiting":
+        yield ctx.sleep(timedelta(seconds=BACKOFF[min(check, len(BACKOFF) - 1)]))
+        yield ctx.detach(WATCH, run, promise_id, check + 1)
+    return verdict
+
+
+#: The watchers, by the name they are registered under.
+WATCHERS = {EXPIRE: expire_promise, WATCH: watch_run}
+
+
+def register_watchers(resonate: Resonate) -> None:
+    """Register the watchers; every worker that runs pipelines needs them."""
+    for name, watcher in WATCHERS.items():
+        resonate.register(drive(watcher), name=name)
+    resonate.with_dependency(resonate)
