@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from resonate.connections import LocalConnection
 from resonate.resonate import Resonate
 from resonate.error import ServerError
 from resonate.timing import now_ms
@@ -88,6 +89,57 @@ class RunSummary(BaseModel):
     @classmethod
     def of(cls, run: RunView) -> RunSummary:
         return cls(id=run.id, pipeline=run.pipeline, status=run.status, result=run.result, error=run.error)
+
+
+class RunPage(BaseModel):
+    runs: list[RunView]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end.")
+
+
+async def list_runs(
+    resonate: Resonate,
+    local: LocalConnection | None,
+    *,
+    pipeline: str | None = None,
+    status: RunStatus | None = None,
+    limit: int = 20,
+    cursor: str | None = None,
+) -> RunPage:
+    """Runs, newest first, filtered by pipeline and status, a page at a time.
+
+    The in-process server cannot search, so its promises are read directly; a Resonate
+    server or Postgres is asked with ``promise.search``. Either way only root promises
+    that carry a pipeline call are runs. Raises ValueError for a cursor it did not issue.
+    """
+
+    def wanted(run: RunView | None) -> bool:
+        return run is not None and pipeline in (None, run.pipeline) and status in (None, run.status)
+
+    runs: list[RunView] = []
+    if local is not None:
+        if cursor is not None and not cursor.isdigit():
+            raise ValueError(f"cursor {cursor!r} is not one this server issued")
+        roots = sorted(
+            (p for p in local.state.promises.values() if ":" not in p.id),
+            key=lambda p: (p.created_at, p.id),
+            reverse=True,
+        )
+        index = int(cursor or 0)
+        while index < len(roots) and len(runs) < limit:
+            run = await read_run(resonate, roots[index].id)
+            index += 1
+            if wanted(run):
+                runs.append(run)  # type: ignore[arg-type]
+        return RunPage(runs=runs, next_cursor=str(index) if index < len(roots) else None)
+    position = cursor
+    while True:
+        found = await resonate.promises.search(None, {"resonate:scope": "global"}, limit, position)
+        for record in found.promises:
+            if ":" not in record.id and wanted(run := await read_run(resonate, record.id)):
+                runs.append(run)  # type: ignore[arg-type]
+        position = found.cursor
+        if len(runs) >= limit or position is None:
+            return RunPage(runs=runs, next_cursor=position)
 
 
 async def get_promise(resonate: Resonate, id: str) -> PromiseRecord | None:

@@ -45,9 +45,9 @@ def resonate_network(settings: Settings, pid: str) -> Network | None:
     return LocalConnection(pid=pid, group=GROUP)
 
 
-def build_resonate(settings: Settings, *, network: Network | None = None) -> Resonate:
+def build_resonate(settings: Settings, *, network: Network | None = None, pid: str | None = None) -> Resonate:
     """A Resonate client for ``settings``' backend. Must be called on the event loop."""
-    pid = uuid.uuid4().hex
+    pid = pid or uuid.uuid4().hex
     return Resonate(
         url=settings.resonate_url,
         network=network if network is not None else resonate_network(settings, pid),
@@ -68,6 +68,8 @@ class Runtime:
     signer: CallbackSigner
     pipelines: dict[str, Pipeline]
     embedded: EmbeddedWorkspace | None = None
+    #: The in-process Resonate server, when that is the backend (it cannot search).
+    local_server: LocalConnection | None = None
 
     @classmethod
     async def start(cls, settings: Settings, *, network: Network | None = None) -> Runtime:
@@ -83,12 +85,15 @@ class Runtime:
                     deploy_demo, workspace, settings.notebook_dir, settings.demo_job_name
                 )
                 logger.info("demo job %r is job %s", settings.demo_job_name, job_id)
-            resonate = build_resonate(settings, network=network)
+            pid = uuid.uuid4().hex
+            network = network or resonate_network(settings, pid)
+            resonate = build_resonate(settings, network=network, pid=pid)
         except BaseException:
             if embedded is not None:
                 embedded.stop()
             raise
-        runtime = cls(settings, resonate, workspace, signer, pipelines.load(), embedded)
+        local = network if isinstance(network, LocalConnection) else None
+        runtime = cls(settings, resonate, workspace, signer, pipelines.load(), embedded, local)
         runtime.wire()
         return runtime
 
@@ -111,7 +116,7 @@ class Runtime:
 
         Starting an id that exists already is a no-op: Resonate dedupes on the id.
         """
-        deadline: timedelta = self.settings.run_deadline
+        deadline: timedelta = pipeline.deadline or self.settings.run_deadline
         handle = self.resonate.options(timeout=deadline).run(run_id, pipeline.durable, **params)
         await handle.id()
 

@@ -49,20 +49,20 @@ _ENDED = {RunLifeCycleState.TERMINATED, RunLifeCycleState.INTERNAL_ERROR, RunLif
 # -- deadlines ----------------------------------------------------------------------
 
 
-async def seconds_left(resonate: Resonate, promise_id: str) -> float | None:
-    """Seconds until the promise's deadline; None once it is settled."""
+async def seconds_left(resonate: Resonate, promise_id: str, timeout: float) -> float | None:
+    """Seconds until the promise's deadline (``timeout`` after it was created); None once settled."""
     record = await resonate.promises.get(promise_id)
     if record.state != "pending":
         return None
-    return max(0.0, (record.timeout_at - now_ms()) / 1000)
+    return max(0.0, record.created_at / 1000 + timeout - now_ms() / 1000)
 
 
-async def expire(resonate: Resonate, promise_id: str) -> str:
+async def expire(resonate: Resonate, promise_id: str, timeout: float) -> str:
     """Reject the promise as timed out if nobody settled it in time."""
     record = await resonate.promises.get(promise_id)
     if record.state != "pending":
         return record.state
-    deadline = datetime.fromtimestamp(record.timeout_at / 1000, UTC).isoformat(timespec="seconds")
+    deadline = datetime.fromtimestamp(record.created_at / 1000 + timeout, UTC).isoformat(timespec="seconds")
     message = (
         f"{TIMED_OUT} nothing settled {promise_id} by its deadline {deadline}; raise "
         "DARA_CALLBACK_TIMEOUT or pass ctx.promise(timeout=...) if the work takes longer"
@@ -71,12 +71,12 @@ async def expire(resonate: Resonate, promise_id: str) -> str:
     return settled.state
 
 
-def expire_promise(ctx: Context, promise_id: str) -> Generator[Any, Any, str]:
-    left = yield ctx.run(seconds_left, promise_id)
+def expire_promise(ctx: Context, promise_id: str, timeout: float) -> Generator[Any, Any, str]:
+    left = yield ctx.run(seconds_left, promise_id, timeout)
     if left is None:
         return "settled"
     yield ctx.sleep(timedelta(seconds=left))
-    return (yield ctx.run(expire, promise_id))
+    return (yield ctx.run(expire, promise_id, timeout))
 
 
 # -- Databricks runs ------------------------------------------------------------------

@@ -161,3 +161,12 @@ def submit_notebook(
     job_id = w.jobs.get_run(run_id).job_id
     assert job_id is not None, f"runs/get of run {run_id} has no job_id"
     return JobRun(job_id=job_id, run_id=run_id, url=run_url(w, job_id, run_id))
+
+
+def cancel_run(w: WorkspaceClient, run_id: int) -> int:
+    """Ask Databricks to cancel a run (it ends CANCELED shortly after); returns the id.
+
+    Cancelling a run that already ended is a no-op on Databricks' side.
+    """
+    w.jobs.cancel_run(run_id)
+    return run_id

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 import tests.pipelines_for_tests  # noqa: F401 -- registers the test-only pipelines
+from tests.databricks_double import databricks_double  # noqa: F401 -- a shared fixture
 from tests.harness import Service, make_settings, running_service
 
 

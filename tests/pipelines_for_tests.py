@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Generator
+from datetime import timedelta
 from typing import Any
 
 from app.durable import Context, pipeline
@@ -10,10 +11,17 @@ from steps.jobs import JobRun, run_job
 
 
 @pipeline
-def waits_for_callback(ctx: Context) -> Generator[Any, Any, Any]:
+def waits_for_callback(ctx: Context, timeout_seconds: float | None = None) -> Generator[Any, Any, Any]:
     """Wait for `<run>:1` to be settled through POST /resolve, and return its value."""
-    value = yield ctx.promise()
+    timeout = timedelta(seconds=timeout_seconds) if timeout_seconds else None
+    value = yield ctx.promise(timeout)
     return value
+
+
+@pipeline(wait_timeout=timedelta(seconds=1))
+def waits_briefly(ctx: Context) -> Generator[Any, Any, Any]:
+    """Wait for `<run>:1`, but only as long as the pipeline's own wait_timeout."""
+    return (yield ctx.promise())
 
 
 @pipeline

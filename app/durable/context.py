@@ -16,10 +16,17 @@ import msgspec
 from resonate.codec import dec_hook
 from resonate.context import Context as ResonateContext
 from resonate.context import ResonateFuture
+from resonate.resonate import Resonate
 from resonate.retry import Never
+from resonate.types import Value
 
 from app.durable.step import durable_step, injected_parameters, return_type
 
+
+#: How long after its deadline a promise's own server-side timeout falls. DARA's
+#: watchdog rejects the wait at the deadline with a clear message; the server's timeout
+#: (a bare ``rejected_timedout``) is only the backstop if no worker is alive to do it.
+EXPIRY_MARGIN = timedelta(minutes=1)
 
 #: Names the watchers (app.watchers) are registered under.
 EXPIRE = "dara.expire_promise"
@@ -58,8 +65,10 @@ class StepCall[T]:
 class Context:
     """Durable operations for a pipeline body."""
 
-    def __init__(self, ctx: ResonateContext) -> None:
+    def __init__(self, ctx: ResonateContext, *, wait_timeout: timedelta | None = None) -> None:
         self._ctx = ctx
+        self._wait_timeout = wait_timeout
+        self._waits: list[str] = []
 
     @property
     def run_id(self) -> str:
@@ -80,11 +89,11 @@ class Context:
         Its deadline is ``timeout`` (default: the pipeline's, else DARA_CALLBACK_TIMEOUT),
         enforced by a detached watchdog that rejects it as timed out.
         """
-        if timeout is None:
-            timeout = self._defaults().promise_timeout
-        future = self._ctx.promise(timeout)
+        timeout = timeout or self._wait_timeout or self._defaults().promise_timeout
+        future = self._ctx.promise(timeout + EXPIRY_MARGIN)
         # The id is minted synchronously; ResonateFuture.id() would wait for the create.
-        self._ctx.detached(EXPIRE, future._id)
+        self._ctx.detached(EXPIRE, future._id, timeout.total_seconds())
+        self._waits.append(future._id)
         return future
 
     def watch(self, run: Any, promise_id: str) -> ResonateFuture[str]:
@@ -98,6 +107,16 @@ class Context:
     def sleep(self, duration: timedelta) -> ResonateFuture[None]:
         """Wait ``duration`` durably; no process holds the wait."""
         return self._ctx.sleep(duration)
+
+    async def abandon_waits(self, failure: Exception) -> None:
+        """Reject this pipeline's still-pending promises: it failed, nobody will wait."""
+        if not self._waits:
+            return
+        promises = self._ctx.get_dependency(Resonate).promises
+        reason = Value(data={"__type": "error", "message": f"abandoned: the pipeline failed first ({failure})"})
+        for promise_id in self._waits:
+            if (await promises.get(promise_id)).state == "pending":
+                await promises.reject(promise_id, reason)
 
     def _defaults(self) -> WaitDefaults:
         try:

@@ -22,6 +22,7 @@ import collections.abc
 import inspect
 import typing
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import pydantic
@@ -37,14 +38,18 @@ class YieldError(TypeError):
     """A pipeline yielded something that is not a durable operation."""
 
 
-def drive(gen_fn: PipelineFunction) -> DurableFunction:
-    """Adapt a generator pipeline into the ``async def (ctx, ...)`` the SDK runs."""
+def drive(gen_fn: PipelineFunction, *, wait_timeout: timedelta | None = None) -> DurableFunction:
+    """Adapt a generator pipeline into the ``async def (ctx, ...)`` the SDK runs.
+
+    ``wait_timeout`` is the default deadline of the pipeline's ``ctx.promise()`` calls.
+    """
     if not inspect.isgeneratorfunction(gen_fn):
         msg = f"{gen_fn.__name__} must be a generator function (use `yield ctx.run(...)`)"
         raise TypeError(msg)
 
     async def durable(ctx: ResonateContext, /, *args: Any, **kwargs: Any) -> Any:
-        gen = gen_fn(Context(ctx), *args, **kwargs)
+        context = Context(ctx, wait_timeout=wait_timeout)
+        gen = gen_fn(context, *args, **kwargs)
         value: Any = None
         error: Exception | None = None
         while True:
@@ -52,6 +57,12 @@ def drive(gen_fn: PipelineFunction) -> DurableFunction:
                 yielded = gen.send(value) if error is None else gen.throw(error)
             except StopIteration as stop:
                 return stop.value
+            except Exception as failure:
+                # The SDK will not settle a workflow while a promise it created is still
+                # pending, so a pipeline failing before its callback arrived would hang
+                # until the callback's deadline. Settle those promises first.
+                await context.abandon_waits(failure)
+                raise
             value, error = None, None
             if not inspect.isawaitable(yielded):
                 error = YieldError(
@@ -99,11 +110,15 @@ class Pipeline:
 
     name: str
     function: PipelineFunction
+    #: Deadline of a run of this pipeline (default: DARA_RUN_DEADLINE).
+    deadline: timedelta | None = None
+    #: Default deadline of its waits (default: DARA_CALLBACK_TIMEOUT).
+    wait_timeout: timedelta | None = None
     durable: DurableFunction = field(init=False)
     params: type[pydantic.BaseModel] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.durable = drive(self.function)
+        self.durable = drive(self.function, wait_timeout=self.wait_timeout)
         self.params = params_model(self.name, user_signature(self.function))
 
     @property
@@ -133,9 +148,25 @@ REGISTRY: dict[str, Pipeline] = {}
 @typing.overload
 def pipeline(fn: PipelineFunction, /) -> PipelineFunction: ...
 @typing.overload
-def pipeline(*, name: str | None = None) -> typing.Callable[[PipelineFunction], PipelineFunction]: ...
-def pipeline(fn: PipelineFunction | None = None, /, *, name: str | None = None) -> Any:
-    """Declare a pipeline. Defining it is registering it: the service finds it by name."""
+def pipeline(
+    *,
+    name: str | None = None,
+    deadline: timedelta | None = None,
+    wait_timeout: timedelta | None = None,
+) -> typing.Callable[[PipelineFunction], PipelineFunction]: ...
+def pipeline(
+    fn: PipelineFunction | None = None,
+    /,
+    *,
+    name: str | None = None,
+    deadline: timedelta | None = None,
+    wait_timeout: timedelta | None = None,
+) -> Any:
+    """Declare a pipeline. Defining it is registering it: the service finds it by name.
+
+    ``deadline`` bounds each run of it and ``wait_timeout`` each of its waits; both
+    default to the service's settings (DARA_RUN_DEADLINE, DARA_CALLBACK_TIMEOUT).
+    """
 
     def register(gen_fn: PipelineFunction) -> PipelineFunction:
         key = name or gen_fn.__name__
@@ -143,7 +174,7 @@ def pipeline(fn: PipelineFunction | None = None, /, *, name: str | None = None) 
         if existing is not None and existing.function.__qualname__ != gen_fn.__qualname__:
             msg = f"two pipelines are named {key!r}: rename one (pipeline(name=...))"
             raise ValueError(msg)
-        REGISTRY[key] = Pipeline(key, gen_fn)
+        REGISTRY[key] = Pipeline(key, gen_fn, deadline=deadline, wait_timeout=wait_timeout)
         return gen_fn
 
     return register(fn) if fn is not None else register

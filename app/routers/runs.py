@@ -11,9 +11,12 @@ import pydantic
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 from pydantic import BaseModel, Field
 
+from resonate.types import Value
+
 from app.dependencies import RuntimeDep
-from app.runs import RUN_ID_PATTERN, RunSummary, RunView, read_run
+from app.runs import RUN_ID_PATTERN, RunPage, RunStatus, RunSummary, RunView, list_runs, read_run
 from app.runtime import Runtime
+from steps.jobs import cancel_run as cancel_databricks_run
 
 router = APIRouter(tags=["runs"])
 
@@ -97,3 +100,62 @@ async def get_run(
         run = await read_run(runtime.resonate, run_id)
         assert run is not None
     return run
+
+
+@router.get("/runs", response_model=RunPage)
+async def get_runs(
+    runtime: RuntimeDep,
+    pipeline: Annotated[str | None, Query(max_length=128)] = None,
+    status: RunStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> RunPage:
+    """Recent runs, newest first; filter by pipeline and status, page with ``cursor``."""
+    try:
+        return await list_runs(
+            runtime.resonate, runtime.local_server, pipeline=pipeline, status=status, limit=limit, cursor=cursor
+        )
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+class DatabricksCancel(BaseModel):
+    run_id: int
+    cancelled: bool
+    error: str | None = None
+
+
+class Cancellation(BaseModel):
+    run: RunView
+    databricks: list[DatabricksCancel] = Field(description="What became of each Databricks run it started.")
+
+
+@router.post("/runs/{run_id}/cancel", response_model=Cancellation)
+async def cancel_run(run_id: RunIdPath, runtime: RuntimeDep) -> Cancellation:
+    """Cancel the Databricks runs a run started, and end the run as cancelled.
+
+    Its pending waits are cancelled too, so watchers stop and a late callback is
+    answered ``already_settled``.
+    """
+    run = await read_run(runtime.resonate, run_id)
+    if run is None:
+        raise HTTPException(404, f"no run {run_id!r}")
+    if run.status not in ("running", "waiting"):
+        raise HTTPException(409, f"run {run_id!r} is already {run.status}; nothing to cancel")
+    databricks = [await _cancel_databricks(runtime, started.run_id) for started in run.databricks_runs]
+    reason = Value(data={"__type": "error", "message": f"cancelled through POST /runs/{run_id}/cancel"})
+    for step in run.steps:
+        if step.kind == "callback" and step.state == "pending":
+            await runtime.resonate.promises.cancel(step.id, reason)
+    await runtime.resonate.promises.cancel(run_id, reason)
+    cancelled = await read_run(runtime.resonate, run_id)
+    assert cancelled is not None
+    return Cancellation(run=cancelled, databricks=databricks)
+
+
+async def _cancel_databricks(runtime: Runtime, run_id: int) -> DatabricksCancel:
+    try:
+        await asyncio.to_thread(cancel_databricks_run, runtime.workspace, run_id)
+    except Exception as exc:  # reported, not raised: the run is cancelled either way
+        return DatabricksCancel(run_id=run_id, cancelled=False, error=f"{type(exc).__name__}: {exc}")
+    return DatabricksCancel(run_id=run_id, cancelled=True)

@@ -1,0 +1,136 @@
+"""A run never hangs: watchers fail it when its job ends without calling back or a wait
+reaches its deadline, users can cancel it, and failures explain themselves."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.workspace.deploy import demo_job_settings, import_notebooks
+from steps.jobs import cancel_run, upsert_job
+from tests.databricks_double import DatabricksDouble, workspace_client
+from tests.harness import Service, make_settings, running_service
+from tests.test_callbacks_and_inputs import sign
+
+TEST_NOTEBOOKS = Path(__file__).parent / "notebooks"
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The service on embedded defaults, plus jobs for the test notebooks."""
+    with running_service(make_settings(tmp_path_factory.mktemp("lifecycle"))) as svc:
+        w = svc.runtime.workspace
+        paths = import_notebooks(w, "/Workspace/Shared/dara-tests", TEST_NOTEBOOKS)
+        for name, path in paths.items():
+            upsert_job(w, demo_job_settings(name, path, cluster=None))
+        yield svc
+
+
+def start(service: Service, run_id: str, pipeline: str, **params: object) -> None:
+    response = service.http.post("/runs", json={"pipeline": pipeline, "id": run_id, "params": params})
+    assert response.status_code == 201, response.text
+
+
+def test_a_job_that_ends_without_calling_back_fails_the_run(service: Service) -> None:
+    start(service, "life-silent", "notebook_job", job="no_callback")
+
+    run = service.wait_for("life-silent", timeout=120)
+
+    assert run["status"] == "failed"
+    assert "ended FAILED without calling back (WORKER_EXIT_NONZERO)" in run["error"]
+    assert run["databricks_runs"][0]["url"] in run["error"]
+    watcher = next(step for step in run["steps"] if step["name"] == "dara.watch_run")
+    assert watcher["kind"] == "watcher"
+
+
+def test_a_wait_past_its_per_call_deadline_times_the_run_out(service: Service) -> None:
+    start(service, "life-deadline", "waits_for_callback", timeout_seconds=1)
+
+    run = service.wait_for("life-deadline")
+
+    assert run["status"] == "timed_out"
+    assert run["error"].startswith("timed out: nothing settled life-deadline:1 by its deadline")
+    assert "DARA_CALLBACK_TIMEOUT" in run["error"]
+    late = service.http.post("/resolve", json={"id": "life-deadline:1", "value": 1, "token": sign("life-deadline:1")})
+    assert late.json() == {"id": "life-deadline:1", "state": "rejected", "already_settled": True}
+
+
+def test_a_pipelines_own_wait_timeout_applies_to_its_waits(service: Service) -> None:
+    start(service, "life-pipeline-deadline", "waits_briefly")
+
+    run = service.wait_for("life-pipeline-deadline")
+
+    assert run["status"] == "timed_out"
+
+
+def test_cancel_ends_the_run_and_its_wait(service: Service) -> None:
+    start(service, "life-cancel", "notebook_job", job="slow", params={"seconds": "20"})
+    service.wait_until("life-cancel", "waiting")
+
+    response = service.http.post("/runs/life-cancel/cancel")
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["run"]["status"] == "cancelled"
+    [databricks] = body["databricks"]
+    # brickhouse has no runs/cancel route; the HTTP-double test below shows the call itself.
+    assert databricks["cancelled"] is False and "not found" in databricks["error"]
+    late = service.http.post("/resolve", json={"id": "life-cancel:1", "value": 1, "token": sign("life-cancel:1")})
+    assert late.json()["already_settled"] is True
+    assert service.http.post("/runs/life-cancel/cancel").status_code == 409
+
+
+def test_a_failed_step_shows_the_databricks_error_and_a_hint(service: Service) -> None:
+    start(service, "life-no-job", "notebook_job", job="no-such-job")
+
+    run = service.wait_for("life-no-job")
+
+    assert run["status"] == "failed"
+    assert "run_job: NotFound: no job is named 'no-such-job'" in run["error"]
+    assert "(hint: check that the id or name exists in this workspace)" in run["error"]
+    failed = next(step for step in run["steps"] if step["state"] == "rejected" and step["kind"] == "step")
+    assert failed["name"] == "run_job"
+    # The callback nobody will send is settled too: the run fails now, not at its deadline.
+    callback = run["steps"][0]
+    assert (callback["kind"], callback["state"]) == ("callback", "rejected")
+    assert callback["error"].startswith("abandoned: the pipeline failed first")
+
+
+def test_runs_are_listed_newest_first_with_filters_and_paging(service: Service) -> None:
+    for n in range(3):
+        start(service, f"life-list-{n}", "waits_for_callback")
+
+    first = service.http.get("/runs", params={"pipeline": "waits_for_callback", "limit": 2}).json()
+    second = service.http.get(
+        "/runs", params={"pipeline": "waits_for_callback", "limit": 2, "cursor": first["next_cursor"]}
+    ).json()
+    waiting = service.http.get("/runs", params={"status": "waiting", "limit": 100}).json()
+    bad_cursor = service.http.get("/runs", params={"cursor": "zzz"})
+
+    listed = [run["id"] for run in first["runs"] + second["runs"]]
+    assert listed[:3] == ["life-list-2", "life-list-1", "life-list-0"]
+    assert len(set(listed)) == len(listed)
+    assert all(run["pipeline"] == "waits_for_callback" for run in first["runs"] + second["runs"])
+    assert {"life-list-0", "life-list-1", "life-list-2"} <= {run["id"] for run in waiting["runs"]}
+    assert all(run["status"] == "waiting" for run in waiting["runs"])
+    assert bad_cursor.status_code == 422
+
+
+def test_progress_counts_steps_done_of_steps_seen(service: Service) -> None:
+    start(service, "life-progress", "waits_for_callback")
+
+    run = service.wait_until("life-progress", "waiting")
+
+    assert run["progress"] == {"done": 0, "seen": 1}
+    assert run["elapsed_seconds"] >= 0
+
+
+def test_cancel_run_step_cancels_through_the_jobs_api(databricks_double: DatabricksDouble) -> None:
+    """Against the recorded-shape HTTP double: brickhouse has no runs/cancel route."""
+    databricks_double.route("POST", "/api/2.2/jobs/runs/cancel", {})
+
+    assert cancel_run(workspace_client(databricks_double), 42) == 42
+    [request] = databricks_double.requests_to("POST", "/api/2.2/jobs/runs/cancel")
+    assert request.json == {"run_id": 42}
