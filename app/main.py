@@ -12,7 +12,7 @@ from resonate.error import ResonateError
 from resonate_base.connections import Network
 
 from app.limits import BodyLimit
-from app.routers import callbacks, health, pipelines, runs
+from app.routers import callbacks, health, jobs, pipelines, runs
 from app.runtime import Runtime
 from app.settings import Settings, get_settings
 
@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None, *, network: Network | None = No
         version="0.1.0",
         lifespan=lifespan,
     )
-    for router in (runs.router, callbacks.router, pipelines.router, health.router):
+    for router in (runs.router, callbacks.router, pipelines.router, jobs.router, health.router):
         app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_value_bytes)
 

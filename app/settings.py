@@ -66,6 +66,10 @@ class Settings(BaseSettings):
         description="Workspace folder the notebooks in notebooks/ are imported into.",
     )
     demo_job_name: str = "dara-demo"
+    jobs_root: Path = Field(
+        default=PROJECT_ROOT / "examples",
+        description="Folder under which POST /jobs/deploy and GET /jobs/preview read task graphs.",
+    )
     deploy_on_start: bool = Field(
         default=True,
         description="Import notebooks/ and create or update the demo job when the service starts.",

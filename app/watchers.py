@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from databricks.sdk import WorkspaceClient
+from databricks.sdk.service import jobs
 from databricks.sdk.service.jobs import RunLifeCycleState
 from resonate.resonate import Resonate
 from resonate.timing import now_ms
@@ -83,33 +84,77 @@ def expire_promise(ctx: Context, promise_id: str, timeout: float) -> Generator[A
 
 
 async def check_run(
-    resonate: Resonate, w: WorkspaceClient, run: JobRun, promise_id: str, final: bool
+    resonate: Resonate,
+    w: WorkspaceClient,
+    run: JobRun,
+    promise_id: str,
+    final: bool,
+    settle: bool = False,
 ) -> Verdict:
-    """Look at the promise and the run; on the ``final`` look, reject if the run ended."""
+    """Look at the promise and the run; on the ``final`` look, settle it if the run ended.
+
+    A run that ended without calling back rejects the promise -- unless ``settle``
+    says nobody was going to call back (a job of plain notebooks), in which case a
+    successful run resolves it with the per-task results.
+    """
     if (await resonate.promises.get(promise_id)).state != "pending":
         return "settled"
-    state = (await asyncio.to_thread(w.jobs.get_run, run.run_id)).state
+    details = await asyncio.to_thread(w.jobs.get_run, run.run_id)
+    state = details.state
     if state is None or state.life_cycle_state not in _ENDED:
         return "waiting"
     if not final:
         return "ended"
     outcome = state.result_state.value if state.result_state else state.life_cycle_state.value
+    report = run_report(details)
+    if settle and outcome == "SUCCESS":
+        await resonate.promises.resolve(promise_id, Value(data=report))
+        return "settled"
+    failed = "; ".join(
+        f"task {t['task']} {t['result']} ({t['message']})" for t in report["tasks"] if t["result"] != "SUCCESS"
+    )
     message = (
-        f"Databricks run {run.run_id} ended {outcome} without calling back"
-        f" ({state.state_message or 'no state message'}); see {run.url}"
+        f"Databricks run {run.run_id} ended {outcome}"
+        f"{'' if settle else ' without calling back'}"
+        f" ({failed or state.state_message or 'no state message'}); see {run.url}"
     )
     settled = await resonate.promises.reject(promise_id, Value(data={"__type": "error", "message": message}))
     return "rejected" if settled.state == "rejected" else "settled"
 
 
-def watch_run(ctx: Context, run: JobRun, promise_id: str, check: int = 0) -> Generator[Any, Any, Verdict]:
-    verdict: Verdict = yield ctx.run(check_run, run, promise_id, final=False)
+def run_report(run: jobs.Run) -> dict[str, Any]:
+    """A finished run and each of its tasks: what users want to see of it."""
+    tasks = [
+        {
+            "task": task.task_key,
+            "result": _outcome(task.state),
+            "message": (task.state.state_message if task.state else None) or "",
+            "run_id": task.run_id,
+        }
+        for task in run.tasks or []
+    ]
+    return {"run_id": run.run_id, "result": _outcome(run.state), "tasks": tasks}
+
+
+def _outcome(state: jobs.RunState | None) -> str:
+    if state is None:
+        return "UNKNOWN"
+    if state.result_state is not None:
+        return state.result_state.value
+    return state.life_cycle_state.value if state.life_cycle_state else "UNKNOWN"
+
+
+def watch_run(
+    ctx: Context, run: JobRun, promise_id: str, check: int = 0, settle: bool = False
+) -> Generator[Any, Any, Verdict]:
+    verdict: Verdict = yield ctx.run(check_run, run, promise_id, final=False, settle=settle)
     if verdict == "ended":
-        yield ctx.sleep(timedelta(seconds=GRACE_SECONDS))
-        verdict = yield ctx.run(check_run, run, promise_id, final=True)
+        if not settle:  # a callback may still be on its way
+            yield ctx.sleep(timedelta(seconds=GRACE_SECONDS))
+        verdict = yield ctx.run(check_run, run, promise_id, final=True, settle=settle)
     if verdict == "waiting":
         yield ctx.sleep(timedelta(seconds=BACKOFF[min(check, len(BACKOFF) - 1)]))
-        yield ctx.detach(WATCH, run, promise_id, check + 1)
+        yield ctx.detach(WATCH, run, promise_id, check + 1, settle)
     return verdict
 
 

@@ -51,7 +51,10 @@ def upsert_job(w: WorkspaceClient, settings: jobs.JobSettings) -> int:
     assert settings.name, "a job upserted by name needs a name"
     job_id = find_job_id(w, settings.name)
     if job_id is None:
-        return w.jobs.create(**vars(settings)).job_id  # type: ignore[return-value]
+        # Only the fields as_dict() keeps: JobSettings.from_dict fills absent lists with []
+        # and the API refuses fields it does not support even when they are empty.
+        fields = {key: getattr(settings, key) for key in settings.as_dict()}
+        return w.jobs.create(**fields).job_id  # type: ignore[return-value]
     current = w.jobs.get(job_id).settings
     if current is None or not _contains(current.as_dict(), settings.as_dict()):
         w.jobs.reset(job_id, settings)

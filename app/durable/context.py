@@ -96,9 +96,13 @@ class Context:
         self._waits.append(future._id)
         return future
 
-    def watch(self, run: Any, promise_id: str) -> ResonateFuture[str]:
-        """Fail ``promise_id`` if the Databricks ``run`` ends without settling it."""
-        return self.detach(WATCH, run, promise_id)
+    def watch(self, run: Any, promise_id: str, *, settle: bool = False) -> ResonateFuture[str]:
+        """Fail ``promise_id`` if the Databricks ``run`` ends without settling it.
+
+        With ``settle=True`` (jobs whose notebooks do not call back) the run's end
+        settles the promise instead: resolved with per-task results on success.
+        """
+        return self.detach(WATCH, run, promise_id, 0, settle)
 
     def detach(self, function: str, /, *args: Any) -> ResonateFuture[str]:
         """Start a registered durable function on its own; it outlives this pipeline."""

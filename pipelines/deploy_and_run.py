@@ -1,0 +1,33 @@
+"""Turn a folder of notebooks into a Databricks job, run it, and report on every task."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+from databricks.sdk.service.jobs import JobSettings
+
+from app.durable import Context, pipeline
+from steps.jobs import run_job, upsert_job
+from steps.workspace_files import upload_task_files
+
+
+@pipeline
+def deploy_and_run(
+    ctx: Context, folder: str, files: dict[str, str], job: dict[str, Any], run: bool = True
+) -> Generator[Any, Any, dict[str, Any]]:
+    """Upload a task graph's files, create or update its job, then run it and wait.
+
+    Built by POST /jobs/deploy from a validated task graph: `files` maps each task file
+    (relative to `folder`) to its workspace path and `job` is the job's settings.
+    """
+    yield ctx.run(upload_task_files, folder, files)
+    job_id = yield ctx.run(upsert_job, JobSettings.from_dict(job))
+    if not run:
+        return {"job_id": job_id}
+    done = ctx.promise()
+    promise_id = yield done.id()
+    started = yield ctx.run(run_job, str(job_id), {})
+    yield ctx.watch(started, promise_id, settle=True)  # plain notebooks: the run's end settles it
+    report = yield done
+    return {"job_id": job_id, "url": started.url, **report}
