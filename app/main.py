@@ -12,8 +12,9 @@ from resonate.error import ResonateError
 from resonate_base.connections import Network
 
 from app.limits import BodyLimit
-from app.routers import callbacks, health, jobs, pipelines, runs
+from app.routers import callbacks, health, jobs, pages, pipelines, runs, uploads
 from app.runtime import Runtime
+from app.security import ApiAccess, redact_access_log
 from app.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -22,6 +23,8 @@ logger = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None, *, network: Network | None = None) -> FastAPI:
     """The service. ``network`` lets a test share one in-process Resonate server."""
     settings = settings or get_settings()
+    access = ApiAccess.from_settings(settings)  # refuses a too-short DARA_API_TOKEN up front
+    redact_access_log()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -37,9 +40,20 @@ def create_app(settings: Settings | None = None, *, network: Network | None = No
         version="0.1.0",
         lifespan=lifespan,
     )
-    for router in (runs.router, callbacks.router, pipelines.router, jobs.router, health.router):
-        app.include_router(router)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_value_bytes)
+    for router in (
+        uploads.router,  # before runs: /runs/upload_and_process is not a run id
+        runs.router,
+        callbacks.router,
+        pipelines.router,
+        jobs.router,
+        pages.router,
+        health.router,
+    ):
+        # Open: /health for probes; /resolve and /reject, which check their per-promise
+        # token. Every other router, including any added to this list, needs API access.
+        guarded = all(router is not open_ for open_ in (health.router, callbacks.router))
+        app.include_router(router, **(access.guard() if guarded else {}))
+    app.add_middleware(BodyLimit, max_bytes=settings.max_value_bytes, max_json_depth=settings.max_json_depth)
 
     @app.exception_handler(ResonateError)
     async def resonate_unavailable(request: Request, exc: ResonateError) -> JSONResponse:

@@ -13,13 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 
 import pipelines.lakeflow_refresh
-from app.main import create_app
-from app.routers import uploads
 from tests import databricks_double as double_module
-from tests import harness
 from tests.databricks_double import (
     DatabricksDouble,
     RecordedRequest,
@@ -92,32 +88,27 @@ class Jobs:
         return run | {"run_type": "JOB_RUN", "job_run_id": run_id}
 
 
-def include_uploads(settings: Any, **kwargs: Any) -> FastAPI:
-    """The app with the upload route, whether or not app.main includes it yet."""
-    app = create_app(settings, **kwargs)
-    if not any(getattr(route, "path", None) == "/runs/upload_and_process" for route in app.routes):
-        app.include_router(uploads.router)
-    return app
-
-
 @pytest.fixture
 def service(
     databricks_double: DatabricksDouble, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Service]:
     """The service on a "real" workspace (the double), found through unified auth."""
     monkeypatch.setenv("DATABRICKS_TOKEN", "test")
-    monkeypatch.setattr(harness, "create_app", include_uploads)
     monkeypatch.setattr(pipelines.lakeflow_refresh, "BACKOFF", (0.01, 0.02, 0.05))
     Jobs(databricks_double)
     settings = make_settings(
-        tmp_path, databricks_host=databricks_double.url, deploy_on_start=False, databricks_retry_timeout=5
+        tmp_path,
+        databricks_host=databricks_double.url,
+        deploy_on_start=False,
+        databricks_retry_timeout=5,
     )
     with running_service(settings) as svc:
         yield svc
 
 
 def start(service: Service, run_id: str, pipeline: str, **params: Any) -> dict[str, Any]:
-    response = service.http.post("/runs", json={"pipeline": pipeline, "id": run_id, "params": params})
+    body = {"pipeline": pipeline, "id": run_id, "params": params}
+    response = service.http.post("/runs", json=body)
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -213,7 +204,10 @@ def test_upload_and_process_with_a_path_outside_a_volume_fails_before_any_job(
     local = tmp_path / "orders.csv"
     local.write_text("id\n1\n")
 
-    start(service, "upload-bad-path", "upload_and_process", file=str(local), volume_path="/tmp/x.csv", job=JOB)
+    start(
+        service, "upload-bad-path", "upload_and_process",
+        file=str(local), volume_path="/tmp/x.csv", job=JOB,
+    )
     run = service.wait_for("upload-bad-path")
 
     assert run["status"] == "failed"
@@ -251,7 +245,11 @@ def test_upload_route_saves_the_file_and_starts_the_pipeline_on_it(
     saved = tmp_path / "uploads" / "upload-form" / "orders.csv"
     assert started["pipeline"] == "upload_and_process"
     assert started["params"] == {
-        "file": str(saved), "volume_path": VOLUME_FILE, "job": JOB, "params": {"day": "tue"}, "index": None,
+        "file": str(saved),
+        "volume_path": VOLUME_FILE,
+        "job": JOB,
+        "params": {"day": "tue"},
+        "index": None,
     }
     assert saved.read_bytes() == data
     widgets = play_notebook(service, databricks_double, "upload-form", "ok")
@@ -304,7 +302,9 @@ def test_upload_route_refuses_a_body_over_the_limit(service: Service, tmp_path: 
     big = b"x" * (service.runtime.settings.max_value_bytes + 1)
     form = {"volume_path": VOLUME_FILE, "job": JOB, "id": "upload-big"}
 
-    response = service.http.post("/runs/upload_and_process", data=form, files={"file": ("big.bin", big)})
+    response = service.http.post(
+        "/runs/upload_and_process", data=form, files={"file": ("big.bin", big)}
+    )
 
     assert response.status_code == 413
     assert not (tmp_path / "uploads").exists()
@@ -334,7 +334,10 @@ def test_sql_then_job_hands_the_query_rows_to_the_job(
         ),
     )
 
-    start(service, "sql-job", "sql_then_job", warehouse_id="wh-1", statement=statement, job=JOB, param="by_region")
+    start(
+        service, "sql-job", "sql_then_job",
+        warehouse_id="wh-1", statement=statement, job=JOB, param="by_region",
+    )
     widgets = play_notebook(service, databricks_double, "sql-job", {"mailed": 2})
     run = service.wait_for("sql-job")
 
@@ -359,7 +362,8 @@ def test_sql_then_job_with_a_failing_statement_starts_no_job(
         ),
     )
 
-    start(service, "sql-bad", "sql_then_job", warehouse_id="wh-1", statement="SELECT * FROM main.sales.nope", job=JOB)
+    statement = "SELECT * FROM main.sales.nope"
+    start(service, "sql-bad", "sql_then_job", warehouse_id="wh-1", statement=statement, job=JOB)
     run = service.wait_for("sql-bad")
 
     assert run["status"] == "failed"
@@ -389,7 +393,10 @@ def test_lakeflow_refresh_waits_for_the_update_then_runs_the_job(
         recorded_update(PIPELINE_ID, UPDATE_ID, "RUNNING"),
     )
 
-    start(service, "lakeflow-ok", "lakeflow_refresh", pipeline_id=PIPELINE_ID, job=JOB, full_refresh=True)
+    start(
+        service, "lakeflow-ok", "lakeflow_refresh",
+        pipeline_id=PIPELINE_ID, job=JOB, full_refresh=True,
+    )
     widgets = play_notebook(service, databricks_double, "lakeflow-ok", {"published": True})
     run = service.wait_for("lakeflow-ok")
 
@@ -399,9 +406,10 @@ def test_lakeflow_refresh_waits_for_the_update_then_runs_the_job(
     assert started.json == {"full_refresh": True}
     polls = databricks_double.requests_to("GET", UPDATE)
     assert len(polls) == 4
-    assert databricks_double.requests.index(polls[-1]) < position(databricks_double, "POST", RUN_NOW)
+    last_poll = databricks_double.requests.index(polls[-1])
+    assert last_poll < position(databricks_double, "POST", RUN_NOW)
     assert (widgets["pipeline_id"], widgets["update_id"]) == (PIPELINE_ID, UPDATE_ID)
-    polled = [step["result"]["state"] for step in run["steps"] if step["name"] == "pipeline_update_state"]
+    polled = [s["result"]["state"] for s in run["steps"] if s["name"] == "pipeline_update_state"]
     assert polled == ["WAITING_FOR_RESOURCES", "RUNNING", "RUNNING", "COMPLETED"]
     assert sum(step["kind"] == "sleep" for step in run["steps"]) == 4
 
@@ -425,7 +433,11 @@ def test_lakeflow_refresh_fails_with_the_updates_error_and_runs_no_job(
         {
             "events": [
                 recorded_pipeline_event(
-                    PIPELINE_ID, UPDATE_ID, level="ERROR", message=f"Update {UPDATE_ID} is FAILED.", error=cause
+                    PIPELINE_ID,
+                    UPDATE_ID,
+                    level="ERROR",
+                    message=f"Update {UPDATE_ID} is FAILED.",
+                    error=cause,
                 )
             ]
         },

@@ -39,7 +39,7 @@ def test_a_job_that_ends_without_calling_back_fails_the_run(service: Service) ->
     run = service.wait_for("life-silent", timeout=120)
 
     assert run["status"] == "failed"
-    assert "ended FAILED without calling back (WORKER_EXIT_NONZERO)" in run["error"]
+    assert "ended FAILED without calling back (task main FAILED (WORKER_EXIT_NONZERO))" in run["error"]
     assert run["databricks_runs"][0]["url"] in run["error"]
     watcher = next(step for step in run["steps"] if step["name"] == "dara.watch_run")
     assert watcher["kind"] == "watcher"

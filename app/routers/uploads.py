@@ -77,7 +77,7 @@ async def upload_and_process(
             run, created = await start(runtime, run_id, PIPELINE, {"file": str(saved), **arguments})
         except HTTPException:
             if saved is not None:
-                pass
+                saved.unlink(missing_ok=True)
                 with contextlib.suppress(OSError):  # the folder this request made, if it is empty
                     saved.parent.rmdir()
             raise
