@@ -1,51 +1,197 @@
-"""A cap on request bodies, enforced before anything reads them."""
+"""Caps on what a request may carry, enforced before anything parses it.
+
+- **Body size**, ``DARA_MAX_VALUE_BYTES``: 413, whether the size is declared
+  (``Content-Length``) or only seen as the body streams in (chunked).
+- **JSON nesting**, ``DARA_MAX_JSON_DEPTH``: 422 for a JSON body whose arrays and
+  objects nest deeper. Without it, Python's parser recurses until it gives up, and a
+  value a few hundred levels deep is accepted, stored, and then cannot be serialised
+  back by ``GET /runs/{id}``. :func:`check_json_depth` applies the same cap to JSON
+  that travels outside a JSON body: a query parameter, a form field.
+"""
 
 from __future__ import annotations
 
+import json
+import re
+from itertools import accumulate
+
+from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+#: A JSON string, escapes included; what is left once these are removed is structure.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_STEP = [0] * 256
+_STEP[ord("[")] = _STEP[ord("{")] = 1
+_STEP[ord("]")] = _STEP[ord("}")] = -1
 
 
 class BodyTooLarge(Exception):
     pass
 
 
-class BodyLimit:
-    """Answer 413 to a body over ``max_bytes``, declared or streamed."""
+class _Disconnected(Exception):
+    pass
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+
+def json_depth(data: bytes | str) -> int:
+    """How deep the arrays and objects in JSON text nest (``[]``/``{}``: 1; a scalar: 0).
+
+    A scan, not a parse: it never recurses, and it runs at C speed over the text.
+    Brackets inside strings do not count. On text that is not JSON it gives a number
+    all the same, which is harmless: the parser refuses that text afterwards anyway.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogatepass")
+    if b"[" not in data and b"{" not in data:
+        return 0
+    brackets = _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
+    return max(0, max(accumulate(map(_STEP.__getitem__, brackets)), default=0))
+
+
+def too_deep(data: bytes | str, max_depth: int) -> int | None:
+    """The nesting depth of ``data`` if it is over ``max_depth``, else None (cheaply, mostly)."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if raw.count(b"[") + raw.count(b"{") <= max_depth:  # cannot nest deeper than it has brackets
+        return None
+    depth = json_depth(raw)
+    return depth if depth > max_depth else None
+
+
+def depth_message(what: str, depth: int, max_depth: int) -> str:
+    return (
+        f"{what}: JSON nested {depth} levels deep, over the limit of {max_depth} "
+        "(DARA_MAX_JSON_DEPTH); flatten it or raise the setting"
+    )
+
+
+def check_json_depth(text: str | bytes | None, max_depth: int, what: str) -> None:
+    """422 if JSON text nests deeper than ``max_depth``; for JSON outside a request body."""
+    if text is None:
+        return
+    depth = too_deep(text, max_depth)
+    if depth is not None:
+        raise HTTPException(422, depth_message(what, depth, max_depth))
+
+
+def is_json_body(content_type: bytes | None) -> bool:
+    """Whether FastAPI would parse a body with this Content-Type as JSON (it does without one)."""
+    if not content_type:
+        return True
+    media = content_type.split(b";", 1)[0].strip().lower()
+    maintype, _, subtype = media.partition(b"/")
+    return maintype == b"application" and (subtype == b"json" or subtype.endswith(b"+json"))
+
+
+class BodyLimit:
+    """Answer 413 to a body over ``max_bytes``, declared or streamed, and 422 to a JSON
+    body nested deeper than ``max_json_depth``.
+
+    A JSON body is read whole first (it is at most ``max_bytes``), checked, and then
+    handed on; any other body (multipart uploads) streams through, counted as it goes.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, max_json_depth: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_json_depth = max_json_depth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._reject(send)
+            await self._too_large(send)
             return
+        if self.max_json_depth is not None and is_json_body(headers.get(b"content-type")):
+            await self._checked_json(scope, receive, send, self.max_json_depth)
+        else:
+            await self._streamed(scope, receive, send)
+
+    async def _checked_json(self, scope: Scope, receive: Receive, send: Send, max_depth: int) -> None:
+        try:
+            body = await self._read(receive)
+        except BodyTooLarge:
+            await self._too_large(send)
+            return
+        except _Disconnected:
+            return  # nobody is left to answer
+        depth = too_deep(body, max_depth)
+        if depth is not None:
+            await _answer(send, 422, depth_message("request body", depth, max_depth))
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # e.g. http.disconnect, for a handler that listens
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _read(self, receive: Receive) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise BodyTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _streamed(self, scope: Scope, receive: Receive, send: Send) -> None:
         seen = 0
+        overflow = False
+        started = False
 
         async def counting_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, overflow
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
+                overflow = True
                 raise BodyTooLarge
             return message
 
-        try:
-            await self.app(scope, counting_receive, send)
-        except BodyTooLarge:
-            await self._reject(send)
+        async def guarded_send(message: Message) -> None:
+            # Once the body overflowed, whatever the app makes of the exception (FastAPI
+            # answers "400 There was an error parsing the body") is replaced by the 413.
+            nonlocal started
+            if overflow:
+                return
+            started = True
+            await send(message)
 
-    async def _reject(self, send: Send) -> None:
-        body = f'{{"detail":"request body over {self.max_bytes} bytes (DARA_MAX_VALUE_BYTES)"}}'
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json")],
-            }
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except Exception:
+            if not overflow:
+                raise
+        if overflow and not started:
+            await self._too_large(send)
+
+    async def _too_large(self, send: Send) -> None:
+        await _answer(
+            send, 413, f"request body over {self.max_bytes} bytes (DARA_MAX_VALUE_BYTES); send less or raise the setting"
         )
-        await send({"type": "http.response.body", "body": body.encode()})
+
+
+async def _answer(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -83,6 +83,26 @@ class Settings(BaseSettings):
     )
     max_value_bytes: int = Field(default=1 << 20, description="Largest accepted request body.")
 
+    # -- API access ------------------------------------------------------------------
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token (16+ chars) every route needs except GET /health, the docs "
+        "and the callbacks (POST /resolve, /reject: they check per-promise tokens). "
+        "Unset means the API is open.",
+    )
+    trust_forwarded_user: bool = Field(
+        default=False,
+        description="Accept the user a Databricks Apps proxy vouches for (X-Forwarded-Email / "
+        "X-Forwarded-User) without the token, and refuse requests without either. Only "
+        "behind that proxy: anyone reaching the port directly could claim any user.",
+    )
+    max_json_depth: int = Field(
+        default=32,
+        ge=1,
+        description="Deepest nesting of JSON arrays and objects in a request body, in pipeline "
+        "params and in a resolve value.",
+    )
+
     # -- deadlines and retries -----------------------------------------------------
     run_deadline: timedelta = Field(
         default=timedelta(hours=24), description="Deadline of every run (ISO 8601 or seconds)."
