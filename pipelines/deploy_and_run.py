@@ -14,12 +14,19 @@ from steps.workspace_files import upload_task_files
 
 @pipeline
 def deploy_and_run(
-    ctx: Context, folder: str, files: dict[str, str], job: dict[str, Any], run: bool = True
+    ctx: Context,
+    folder: str,
+    files: dict[str, str],
+    job: dict[str, Any],
+    run: bool = True,
+    callback: bool = False,
 ) -> Generator[Any, Any, dict[str, Any]]:
     """Upload a task graph's files, create or update its job, then run it and wait.
 
     Built by POST /jobs/deploy from a validated task graph: `files` maps each task file
-    (relative to `folder`) to its workspace path and `job` is the job's settings.
+    (relative to `folder`) to its workspace path and `job` is the job's settings. With
+    `callback` (its notebooks have the DARA callback cell) the run's callback value is
+    the result; otherwise the run's end is, with every task's outcome.
     """
     yield ctx.run(upload_task_files, folder, files)
     job_id = yield ctx.run(upsert_job, JobSettings.from_dict(job))
@@ -27,6 +34,10 @@ def deploy_and_run(
         return {"job_id": job_id}
     done = ctx.promise()
     promise_id = yield done.id()
+    if callback:
+        started = yield ctx.run(run_job, str(job_id), {}, callback_to=promise_id)
+        yield ctx.watch(started, promise_id)
+        return {"job_id": job_id, "url": started.url, "value": (yield done)}
     started = yield ctx.run(run_job, str(job_id), {})
     yield ctx.watch(started, promise_id, settle=True)  # plain notebooks: the run's end settles it
     report = yield done

@@ -27,6 +27,15 @@ def test_the_example_deploys_runs_and_reports_every_task(service: Service) -> No
     assert names == ["upload_task_files", "upsert_job", "run_job"]
 
 
+def test_a_graph_whose_notebook_calls_back_waits_for_the_callback(service: Service) -> None:
+    run = deploy(service, "graph-callback", name="callback-job", folder="callback_job")
+
+    assert run["status"] == "done", run["error"]
+    assert run["result"]["value"] == {"greeting": "hello callback job", "sum_of_squares": 5}
+    callback = next(step for step in run["steps"] if step["kind"] == "callback")
+    assert callback["result"] == run["result"]["value"]
+
+
 def test_a_second_deploy_is_a_no_op(service: Service, monkeypatch) -> None:
     first = deploy(service, "graph-deploy-1", run=False)
     w = service.runtime.workspace

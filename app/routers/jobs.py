@@ -18,7 +18,15 @@ from app.dependencies import RuntimeDep
 from app.routers.runs import start
 from app.runs import RUN_ID_PATTERN, RunView
 from app.settings import Settings
-from app.taskgraph import TaskGraph, TaskGraphError, job_settings, preview, validate, workspace_paths
+from app.taskgraph import (
+    TaskGraph,
+    TaskGraphError,
+    calls_back,
+    job_settings,
+    preview,
+    validate,
+    workspace_paths,
+)
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -43,7 +51,9 @@ class Preview(BaseModel):
 async def deploy(body: Deploy, runtime: RuntimeDep, response: Response) -> RunView:
     """Validate a task graph, then deploy it (and run it) as a durable `deploy_and_run` run.
 
-    Every problem in the graph is reported at once (422) before anything is uploaded.
+    Every problem in the graph is reported at once (422) before anything is uploaded. A
+    graph whose notebooks have the DARA callback cell is waited on through its callback;
+    any other, through the run's state.
     """
     settings = runtime.settings
     folder = _folder(settings, body.folder)
@@ -54,7 +64,7 @@ async def deploy(body: Deploy, runtime: RuntimeDep, response: Response) -> RunVi
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
     job = job_settings(graph, body.name, files).as_dict()
-    params = {"folder": str(folder), "files": files, "job": job, "run": body.run}
+    params = {"folder": str(folder), "files": files, "job": job, "run": body.run, "callback": calls_back(graph)}
     run, created = await start(runtime, body.id or uuid.uuid4().hex, "deploy_and_run", params)
     if not created:
         response.status_code = 200

@@ -19,7 +19,7 @@ from app.taskgraph.models import (
     read_document,
 )
 from app.taskgraph.preview import GraphPreview, levels, order, preview, render_svg, render_text
-from app.taskgraph.spec import job_settings, workspace_paths
+from app.taskgraph.spec import calls_back, job_settings, workspace_paths
 from app.taskgraph.validate import TaskGraphError, find_problems, validate
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "TaskGraph",
     "TaskGraphError",
     "TaskSpec",
+    "calls_back",
     "Warehouse",
     "find_problems",
     "job_settings",

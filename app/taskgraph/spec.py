@@ -110,3 +110,18 @@ def _task(spec: TaskSpec, graph: TaskGraph, path: str) -> jobs.Task:
             parameters=named or None,
         )
     return task
+
+
+#: What a notebook that calls DARA back contains (the DARA callback cell).
+CALLBACK_MARKER = "dara_resolve("
+
+
+def calls_back(graph: TaskGraph) -> bool:
+    """Whether any task's notebook has the DARA callback cell, so a run should wait for it."""
+    if graph.folder is None:
+        return False
+    for task in graph.tasks:
+        path = graph.folder / task.file
+        if path.is_file() and CALLBACK_MARKER in path.read_text(errors="replace"):
+            return True
+    return False
