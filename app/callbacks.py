@@ -50,7 +50,8 @@ class CallbackSigner:
         return hmac.new(self._key, promise_id.encode(), hashlib.sha256).hexdigest()
 
     def verify(self, promise_id: str, token: str) -> bool:
-        return hmac.compare_digest(self.token(promise_id), token)
+        # As bytes: compare_digest refuses non-ASCII str, and a token is whatever was sent.
+        return hmac.compare_digest(self.token(promise_id).encode(), token.encode("utf-8", "surrogatepass"))
 
     def callback(self, promise_id: str, base_url: str | None = None) -> Callback:
         return Callback(promise_id, (base_url or self.base_url).rstrip("/"), self.token(promise_id))

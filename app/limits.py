@@ -26,6 +26,50 @@ _STEP[ord("[")] = _STEP[ord("{")] = 1
 _STEP[ord("]")] = _STEP[ord("}")] = -1
 
 
+#: One entry of FastAPI's own validation errors (``detail`` of a request it cannot parse).
+_FIELD_ERROR = {
+    "type": "object",
+    "properties": {
+        "loc": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
+        "msg": {"type": "string"},
+        "type": {"type": "string"},
+        "input": {},
+        "ctx": {"type": "object"},
+    },
+    "required": ["loc", "msg", "type"],
+}
+#: Every 4xx body: ``{"detail": ...}``, a message that says what to fix, FastAPI's list
+#: of field errors, or a structured report (a task graph's problems).
+ERROR_BODY = {
+    "title": "Error",
+    "type": "object",
+    "properties": {
+        "detail": {"anyOf": [{"type": "string"}, {"type": "array", "items": _FIELD_ERROR}, {"type": "object"}]}
+    },
+    "required": ["detail"],
+}
+
+
+def error_response(description: str) -> dict[str, object]:
+    """An OpenAPI response of JSON ``ERROR_BODY`` (also on routers whose default is HTML)."""
+    return {"description": description, "content": {"application/json": {"schema": ERROR_BODY}}}
+
+
+#: What these limits (and FastAPI's own validation) answer, declared on every route:
+#: any request may carry a body, and the limits apply before routing.
+LIMIT_RESPONSES: dict[int | str, dict[str, object]] = {
+    400: {
+        "description": "The HTTP server could not read the request, e.g. a URL or headers over its "
+        "size limit, before DARA saw it. Plain text."
+    },
+    413: error_response("The request body is over DARA_MAX_VALUE_BYTES."),
+    422: error_response(
+        "The request is invalid: a field (FastAPI's list of errors), a JSON body nested deeper "
+        "than DARA_MAX_JSON_DEPTH, or a value the route refuses (a message saying what to fix)."
+    ),
+}
+
+
 class BodyTooLarge(Exception):
     pass
 
@@ -118,7 +162,13 @@ class BodyLimit:
             return
         except _Disconnected:
             return  # nobody is left to answer
-        depth = too_deep(body, max_depth)
+        try:
+            utf8 = _as_utf8(body)
+        except UnicodeDecodeError as exc:  # FastAPI would answer "400 There was an error parsing the body"
+            detail = f"request body: not valid {exc.encoding} at byte {exc.start}; send JSON encoded as UTF-8"
+            await _answer(send, 422, detail)
+            return
+        depth = too_deep(utf8, max_depth)
         if depth is not None:
             await _answer(send, 422, depth_message("request body", depth, max_depth))
             return
@@ -180,9 +230,15 @@ class BodyLimit:
             await self._too_large(send)
 
     async def _too_large(self, send: Send) -> None:
-        await _answer(
-            send, 413, f"request body over {self.max_bytes} bytes (DARA_MAX_VALUE_BYTES); send less or raise the setting"
-        )
+        detail = f"request body over {self.max_bytes} bytes (DARA_MAX_VALUE_BYTES); send less or raise the setting"
+        await _answer(send, 413, detail)
+
+
+def _as_utf8(body: bytes) -> bytes:
+    """A JSON body as UTF-8, the encoding the depth scan reads (JSON may come as UTF-16/32 too)."""
+    encoding = json.detect_encoding(body)
+    text = body.decode(encoding)  # UnicodeDecodeError: not text in the encoding it appears to be
+    return body if encoding in ("utf-8", "utf-8-sig") else text.encode("utf-8", "surrogatepass")
 
 
 async def _answer(send: Send, status: int, detail: str) -> None:

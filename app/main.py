@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from resonate.error import ResonateError
 from resonate_base.connections import Network
 
-from app.limits import BodyLimit
+from app.limits import LIMIT_RESPONSES, BodyLimit
 from app.routers import callbacks, health, jobs, pages, pipelines, runs, uploads
 from app.runtime import Runtime
 from app.security import ApiAccess, redact_access_log
@@ -52,7 +52,11 @@ def create_app(settings: Settings | None = None, *, network: Network | None = No
         # Open: /health for probes; /resolve and /reject, which check their per-promise
         # token. Every other router, including any added to this list, needs API access.
         guarded = all(router is not open_ for open_ in (health.router, callbacks.router))
-        app.include_router(router, **(access.guard() if guarded else {}))
+        app.include_router(
+            router,
+            dependencies=access.dependencies() if guarded else None,
+            responses={**LIMIT_RESPONSES, **(access.responses() if guarded else {})},
+        )
     app.add_middleware(BodyLimit, max_bytes=settings.max_value_bytes, max_json_depth=settings.max_json_depth)
 
     @app.exception_handler(ResonateError)

@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     )
 
     # -- callbacks -------------------------------------------------------------------
-    callback_secret: str | None = Field(
+    callback_secret: SecretStr | None = Field(
         default=None,
         description="HMAC key for callback tokens; unset means one generated once "
         "and kept in DARA_STATE_DIR.",
@@ -99,6 +99,7 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(
         default=32,
         ge=1,
+        le=200,  # GET /runs/{id} nests values a few levels deeper; pydantic stops at ~255
         description="Deepest nesting of JSON arrays and objects in a request body, in pipeline "
         "params and in a resolve value.",
     )

@@ -15,6 +15,8 @@ from pydantic import BaseModel, Field
 from resonate.types import Value
 
 from app.dependencies import RuntimeDep
+from app.routers.answers import CALLBACK_REFUSED
+from app.limits import check_json_depth
 from app.runs import RUN_ID_PATTERN, get_promise
 from app.runtime import Runtime
 
@@ -43,7 +45,7 @@ class Settlement(BaseModel):
     already_settled: bool = Field(description="True when an earlier call (or the deadline) settled it.")
 
 
-@router.post("/resolve", response_model=Settlement)
+@router.post("/resolve", response_model=Settlement, responses=CALLBACK_REFUSED)
 async def resolve(
     runtime: RuntimeDep,
     body: Resolution | None = None,
@@ -59,11 +61,12 @@ async def resolve(
     if body is None:
         if id is None:
             raise HTTPException(422, "send a JSON body {id, value, token} or ?id=&value=&token=")
+        check_json_depth(value, runtime.settings.max_json_depth, "value")
         body = Resolution(id=id, value=_json_or_text(value), token=token)
     return await _settle(runtime, body.id, body.token, "resolved", body.value)
 
 
-@router.post("/reject", response_model=Settlement)
+@router.post("/reject", response_model=Settlement, responses=CALLBACK_REFUSED)
 async def reject(body: Rejection, runtime: RuntimeDep) -> Settlement:
     """Reject a callback promise: the waiting pipeline fails with ``error``."""
     return await _settle(runtime, body.id, body.token, "rejected", body.error)

@@ -15,6 +15,7 @@ from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import BaseModel, Field
 
 from app.dependencies import RuntimeDep
+from app.routers.answers import ID_TAKEN, NO_FOLDER
 from app.routers.runs import start
 from app.runs import RUN_ID_PATTERN, RunView
 from app.settings import Settings
@@ -47,7 +48,7 @@ class Preview(BaseModel):
     text: str
 
 
-@router.post("/deploy", response_model=RunView, status_code=201)
+@router.post("/deploy", response_model=RunView, status_code=201, responses=NO_FOLDER | ID_TAKEN)
 async def deploy(body: Deploy, runtime: RuntimeDep, response: Response) -> RunView:
     """Validate a task graph, then deploy it (and run it) as a durable `deploy_and_run` run.
 
@@ -71,7 +72,7 @@ async def deploy(body: Deploy, runtime: RuntimeDep, response: Response) -> RunVi
     return run
 
 
-@router.get("/preview", response_model=Preview, responses={200: {"content": {"image/svg+xml": {}}}})
+@router.get("/preview", response_model=Preview, responses={200: {"content": {"image/svg+xml": {}}}} | NO_FOLDER)
 async def preview_graph(
     runtime: RuntimeDep,
     folder: Annotated[str, Query(max_length=1024, description="Relative to DARA_JOBS_ROOT.")],
@@ -89,10 +90,14 @@ async def preview_graph(
 
 def _folder(settings: Settings, relative: str) -> Path:
     root = settings.jobs_root.resolve()
-    folder = (root / relative).resolve()
+    try:
+        folder = (root / relative).resolve()
+        found = folder.is_relative_to(root) and folder.is_dir()
+    except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte
+        raise HTTPException(422, f"folder {relative[:64]!r}: {getattr(exc, 'strerror', None) or exc}") from None
     if not folder.is_relative_to(root):
         raise HTTPException(422, f"folder {relative!r} is outside DARA_JOBS_ROOT ({root})")
-    if not folder.is_dir():
+    if not found:
         raise HTTPException(404, f"no task-graph folder {relative!r} under DARA_JOBS_ROOT ({root})")
     return folder
 

@@ -14,6 +14,7 @@ from fastapi import APIRouter, HTTPException, Path
 from fastapi.responses import HTMLResponse
 
 from app.dependencies import RuntimeDep
+from app.routers.answers import NO_RUN
 from app.runs import RUN_ID_PATTERN, RunView, list_runs, read_run
 
 router = APIRouter(prefix="/ui", tags=["pages"], default_response_class=HTMLResponse)
@@ -63,7 +64,7 @@ async def runs_page(runtime: RuntimeDep) -> str:
     return page("runs", body)
 
 
-@router.get("/runs/{run_id}", summary="One run")
+@router.get("/runs/{run_id}", summary="One run", responses=NO_RUN)
 async def run_page(run_id: Annotated[str, Path(pattern=RUN_ID_PATTERN)], runtime: RuntimeDep) -> str:
     run = await read_run(runtime.resonate, run_id)
     if run is None:

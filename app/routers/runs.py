@@ -14,8 +14,10 @@ from pydantic import BaseModel, Field
 from resonate.types import Value
 
 from app.dependencies import RuntimeDep
+from app.routers.answers import ID_TAKEN, NO_PIPELINE, NO_RUN, RUN_ENDED
 from app.runs import RUN_ID_PATTERN, RunPage, RunStatus, RunSummary, RunView, list_runs, read_run
 from app.runtime import Runtime
+from app.security import CurrentUser, audit
 from steps.jobs import cancel_run as cancel_databricks_run
 
 router = APIRouter(tags=["runs"])
@@ -40,36 +42,40 @@ async def start(runtime: Runtime, run_id: str, pipeline_name: str, params: dict[
     if pipeline is None:
         known = ", ".join(sorted(runtime.pipelines)) or "none"
         raise HTTPException(404, f"no pipeline named {pipeline_name!r}; known: {known}")
-    existing = await read_run(runtime.resonate, run_id)
-    if existing is not None:
-        if existing.pipeline != pipeline.name:
-            raise HTTPException(
-                409, f"run {run_id!r} exists and runs {existing.pipeline!r}; pick another id"
+    # Resonate starts an id once whatever we do; the lock is so that of two requests
+    # racing to start it, only one is told it created the run (in this process).
+    async with runtime.starting(run_id):
+        existing = await read_run(runtime.resonate, run_id)
+        if existing is not None:
+            if existing.pipeline != pipeline.name:
+                raise HTTPException(
+                    409, f"run {run_id!r} exists and runs {existing.pipeline!r}; pick another id"
+                )
+            return existing, False
+        try:
+            validated = pipeline.validate(params)
+        except pydantic.ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}" for e in exc.errors()
             )
-        return existing, False
-    try:
-        validated = pipeline.validate(params)
-    except pydantic.ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}" for e in exc.errors()
-        )
-        raise HTTPException(422, f"bad params for {pipeline.name}: {problems}") from None
-    await runtime.start_run(run_id, pipeline, validated)
-    run = await read_run(runtime.resonate, run_id)
+            raise HTTPException(422, f"bad params for {pipeline.name}: {problems}") from None
+        await runtime.start_run(run_id, pipeline, validated)
+        run = await read_run(runtime.resonate, run_id)
     assert run is not None
     return run, True
 
 
-@router.post("/runs", response_model=RunView, status_code=status.HTTP_201_CREATED)
-async def start_run(body: StartRun, runtime: RuntimeDep, response: Response) -> RunView:
+@router.post("/runs", response_model=RunView, status_code=status.HTTP_201_CREATED, responses=NO_PIPELINE | ID_TAKEN)
+async def start_run(body: StartRun, runtime: RuntimeDep, user: CurrentUser, response: Response) -> RunView:
     """Start a pipeline. An id that exists already returns that run (200), never a second one."""
     run, created = await start(runtime, body.id or uuid.uuid4().hex, body.pipeline, body.params)
+    audit(user, "started" if created else "asked again for", run.id, run.pipeline)
     if not created:
         response.status_code = status.HTTP_200_OK
     return run
 
 
-@router.get("/run", response_model=RunSummary)
+@router.get("/run", response_model=RunSummary, responses=ID_TAKEN)
 async def run_demo(
     runtime: RuntimeDep,
     id: Annotated[str, Query(pattern=RUN_ID_PATTERN)],
@@ -81,7 +87,7 @@ async def run_demo(
     return RunSummary.of(run)
 
 
-@router.get("/runs/{run_id}", response_model=RunView)
+@router.get("/runs/{run_id}", response_model=RunView, responses=NO_RUN)
 async def get_run(
     run_id: RunIdPath,
     runtime: RuntimeDep,
@@ -130,8 +136,8 @@ class Cancellation(BaseModel):
     databricks: list[DatabricksCancel] = Field(description="What became of each Databricks run it started.")
 
 
-@router.post("/runs/{run_id}/cancel", response_model=Cancellation)
-async def cancel_run(run_id: RunIdPath, runtime: RuntimeDep) -> Cancellation:
+@router.post("/runs/{run_id}/cancel", response_model=Cancellation, responses=NO_RUN | RUN_ENDED)
+async def cancel_run(run_id: RunIdPath, runtime: RuntimeDep, user: CurrentUser) -> Cancellation:
     """Cancel the Databricks runs a run started, and end the run as cancelled.
 
     Its pending waits are cancelled too, so watchers stop and a late callback is
@@ -150,6 +156,7 @@ async def cancel_run(run_id: RunIdPath, runtime: RuntimeDep) -> Cancellation:
     await runtime.resonate.promises.cancel(run_id, reason)
     cancelled = await read_run(runtime.resonate, run_id)
     assert cancelled is not None
+    audit(user, "cancelled", run_id, run.pipeline)
     return Cancellation(run=cancelled, databricks=databricks)
 
 

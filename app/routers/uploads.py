@@ -22,6 +22,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, HTTPException, Request, Response, UploadFile, status
 
 from app.dependencies import RuntimeDep
+from app.routers.answers import ID_TAKEN
+from app.limits import check_json_depth
 from app.routers.runs import start
 from app.runs import RUN_ID_PATTERN, RunView, read_run
 from steps.files import check_volume_path
@@ -33,7 +35,8 @@ _CHUNK = 1 << 20
 
 
 @router.post(
-    "/runs/upload_and_process", response_model=RunView, status_code=status.HTTP_201_CREATED
+    "/runs/upload_and_process", response_model=RunView, status_code=status.HTTP_201_CREATED,
+    responses=ID_TAKEN,
 )
 async def upload_and_process(
     request: Request,
@@ -60,6 +63,7 @@ async def upload_and_process(
     """Upload a file and start ``upload_and_process`` on it; an existing id returns that run."""
     run_id = id or uuid.uuid4().hex
     arguments: dict[str, Any] = {"volume_path": volume_path, "job": job, "index": index}
+    check_json_depth(params, runtime.settings.max_json_depth, "params")
     arguments["params"] = _json_object(params) if params is not None else None
     try:
         check_volume_path(volume_path)  # before saving: a typo is a 422, not a failed run

@@ -1,0 +1,24 @@
+"""Error answers routes declare in the OpenAPI schema, so clients (and the fuzz test)
+know every status a route may give besides its success."""
+
+from __future__ import annotations
+
+from typing import Any
+
+type Answers = dict[int | str, dict[str, Any]]
+
+
+def answer(status: int, description: str) -> Answers:
+    return {status: {"description": description}}
+
+
+NO_RUN = answer(404, "No run of that id.")
+NO_PIPELINE = answer(404, "No pipeline of that name.")
+NO_FOLDER = answer(404, "No such folder under DARA_JOBS_ROOT.")
+ID_TAKEN = answer(409, "The id names a run of another pipeline.")
+RUN_ENDED = answer(409, "The run has already ended.")
+CALLBACK_REFUSED = (
+    answer(401, "No token.")
+    | answer(403, "The token is not this promise's.")
+    | answer(404, "No such promise.")
+)

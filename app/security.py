@@ -1,0 +1,180 @@
+"""Who may call the API: a bearer token, or the user a Databricks Apps proxy vouches for.
+
+With ``DARA_API_TOKEN`` set, every route except ``GET /health`` and the callbacks
+(``POST /resolve``, ``POST /reject``, which check their own per-promise token) needs
+``Authorization: Bearer <token>``: 401 without one, 403 with a wrong one. The token is
+compared in constant time, and no answer or log line ever repeats it.
+
+With ``DARA_TRUST_FORWARDED_USER=true`` (a Databricks App, whose proxy signs users in
+and sets ``X-Forwarded-Email`` / ``X-Forwarded-User``), a request carrying those
+headers is accepted as that user without the token. The headers are only as good as
+the proxy: anyone who can reach the port directly could send them, so set this only
+when the proxy is the sole way in. Then a request with neither a forwarded user nor a
+valid token is refused, even when no token is configured.
+
+Whoever it is lands on ``request.state.user`` (``anonymous`` when access is open), for
+:func:`audit` to log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.limits import error_response
+from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+audit_logger = logging.getLogger("app.audit")
+
+ANONYMOUS = "anonymous"
+TOKEN_USER = "api-token"  # a caller known only by the shared token
+MIN_TOKEN_LENGTH = 16
+#: Forwarded identity headers of Databricks Apps, most specific first.
+FORWARDED_USER_HEADERS = ("x-forwarded-email", "x-forwarded-preferred-username", "x-forwarded-user")
+#: Either of these makes a request "forwarded"; the preferred username alone does not.
+FORWARDED_USER_REQUIRED = ("x-forwarded-email", "x-forwarded-user")
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="DARA_API_TOKEN",
+    description="`Authorization: Bearer <DARA_API_TOKEN>`",
+)
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+
+
+@dataclass(frozen=True, repr=False)
+class ApiAccess:
+    """The access rule of one app, from its settings. Holds a digest, never the token."""
+
+    token_digest: bytes | None
+    trust_forwarded_user: bool
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ApiAccess:
+        token = settings.api_token.get_secret_value().strip() if settings.api_token else ""
+        if token and len(token) < MIN_TOKEN_LENGTH:
+            msg = f"DARA_API_TOKEN must be at least {MIN_TOKEN_LENGTH} characters"
+            raise ValueError(msg)
+        return cls(_digest(token) if token else None, settings.trust_forwarded_user)
+
+    def __repr__(self) -> str:
+        token = "set" if self.token_digest else "unset"
+        return f"ApiAccess(token={token}, trust_forwarded_user={self.trust_forwarded_user})"
+
+    @property
+    def enabled(self) -> bool:
+        return self.token_digest is not None or self.trust_forwarded_user
+
+    def dependencies(self) -> list[Any]:
+        """For ``include_router``: put a router behind this rule (nothing when access is open)."""
+        return [Depends(self.authenticate)] if self.enabled else []
+
+    def responses(self) -> dict[int | str, dict[str, Any]]:
+        """For ``include_router``: the answers this rule adds to a router's routes."""
+        if not self.enabled:
+            return {}
+        return {
+            401: error_response("No API token was sent (nor a forwarded user, where trusted)."),
+            403: error_response("The API token is wrong."),
+        }
+
+    async def authenticate(
+        self,
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> str:
+        """The caller's name, also put on ``request.state.user``; else 401 or 403."""
+        user = self._forwarded_user(request) if self.trust_forwarded_user else None
+        if user is None:
+            user = self._token_user(request, credentials)
+        request.state.user = user
+        return user
+
+    def _forwarded_user(self, request: Request) -> str | None:
+        if not any(request.headers.get(name, "").strip() for name in FORWARDED_USER_REQUIRED):
+            return None
+        for name in FORWARDED_USER_HEADERS:
+            if value := request.headers.get(name, "").strip():
+                return _printable(value)
+        return None  # unreachable: a required header was non-empty
+
+    def _token_user(self, request: Request, credentials: HTTPAuthorizationCredentials | None) -> str:
+        if credentials is None or not credentials.credentials:
+            sent = (
+                "an Authorization header that is not `Bearer <token>`"
+                if request.headers.get("authorization")
+                else "no Authorization header"
+            )
+            self._refuse(request, 401, f"missing API token: {sent}; {self._how()}")
+        if self.token_digest is None:  # forwarded users only; a token cannot stand in for one
+            self._refuse(request, 401, f"no API token is configured (DARA_API_TOKEN); {self._how()}")
+        assert credentials is not None
+        if not hmac.compare_digest(_digest(credentials.credentials), self.token_digest):
+            self._refuse(request, 403, "wrong API token: it does not match DARA_API_TOKEN", error="invalid_token")
+        return TOKEN_USER
+
+    def _how(self) -> str:
+        ways = []
+        if self.token_digest is not None:
+            ways.append("send `Authorization: Bearer <DARA_API_TOKEN>`")
+        if self.trust_forwarded_user:
+            ways.append("come through the Databricks Apps proxy, which sets X-Forwarded-Email")
+        return " or ".join(ways)
+
+    @staticmethod
+    def _refuse(request: Request, code: int, detail: str, *, error: str | None = None) -> None:
+        client = request.client.host if request.client else "?"
+        logger.warning("refused %s %s from %s (%d): %s", request.method, request.url.path, client, code, detail)
+        challenge = f'Bearer error="{error}"' if error else "Bearer"
+        raise HTTPException(code, detail, headers={"WWW-Authenticate": challenge})
+
+
+def current_user(request: Request) -> str:
+    """Who made the request: a forwarded user, ``api-token``, or ``anonymous``."""
+    return getattr(request.state, "user", None) or ANONYMOUS
+
+
+CurrentUser = Annotated[str, Depends(current_user)]
+
+
+def audit(user: str, action: str, run_id: str, pipeline: str | None = None) -> None:
+    """Log (INFO, logger ``app.audit``) who did what to which run."""
+    suffix = f" ({pipeline})" if pipeline else ""
+    audit_logger.info("%s %s run %r%s", user, action, run_id, suffix)
+
+
+class RedactQueryTokens(logging.Filter):
+    """Blank ``token=`` query values in uvicorn's access log (``POST /resolve?...&token=``)."""
+
+    _TOKEN = re.compile(r"((?:^|[?&;])(?:token|callback_signature)=)[^&;\s\"]*", re.IGNORECASE)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, str) and "=" in a for a in record.args):
+            record.args = tuple(
+                self._TOKEN.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in record.args
+            )
+        return True
+
+
+def redact_access_log() -> None:
+    """Install :class:`RedactQueryTokens` on uvicorn's access logger, once."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactQueryTokens) for f in access.filters):
+        access.addFilter(RedactQueryTokens())
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+
+
+def _printable(value: str) -> str:
+    """A header value safe to log: printable ASCII, at most 256 characters."""
+    return _UNPRINTABLE.sub("?", value)[:256]
