@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -45,12 +46,21 @@ def resonate_network(settings: Settings, pid: str) -> Network | None:
     return LocalConnection(pid=pid, group=GROUP)
 
 
+#: Lease of a task on the in-process server. The SDK does not heartbeat a
+#: LocalConnection, so a lease there simply expires -- and a step running longer than
+#: it (a slow SQL statement, a throttled API) would be handed out and run again while
+#: still running. The server dies with the process, so nothing needs the lease to end.
+IN_PROCESS_LEASE = timedelta(days=365)
+
+
 def build_resonate(settings: Settings, *, network: Network | None = None, pid: str | None = None) -> Resonate:
     """A Resonate client for ``settings``' backend. Must be called on the event loop."""
     pid = pid or uuid.uuid4().hex
+    network = network if network is not None else resonate_network(settings, pid)
     return Resonate(
         url=settings.resonate_url,
-        network=network if network is not None else resonate_network(settings, pid),
+        network=network,
+        ttl=IN_PROCESS_LEASE if isinstance(network, LocalConnection) else None,
         group=GROUP,
         pid=pid,
         # Workflows never retry in the SDK; steps retry their transient failures
@@ -70,6 +80,9 @@ class Runtime:
     embedded: EmbeddedWorkspace | None = None
     #: The in-process Resonate server, when that is the backend (it cannot search).
     local_server: LocalConnection | None = None
+    _starting: weakref.WeakValueDictionary[str, asyncio.Lock] = field(
+        default_factory=weakref.WeakValueDictionary, repr=False
+    )
 
     @classmethod
     async def start(cls, settings: Settings, *, network: Network | None = None) -> Runtime:
@@ -93,6 +106,11 @@ class Runtime:
                 embedded.stop()
             raise
         local = network if isinstance(network, LocalConnection) else None
+        if local is not None:
+            logger.warning(
+                "Resonate runs in-process: runs live in this process's memory and are lost "
+                "when it stops; set RESONATE_URL or DARA_POSTGRES_DSN to keep them"
+            )
         runtime = cls(settings, resonate, workspace, signer, pipelines.load(), embedded, local)
         runtime.wire()
         return runtime
@@ -110,6 +128,13 @@ class Runtime:
             WaitDefaults(self.settings.callback_timeout),
         ):
             self.resonate.with_dependency(dependency)
+
+    def starting(self, run_id: str) -> asyncio.Lock:
+        """A lock held while a request checks for and starts ``run_id``."""
+        lock = self._starting.get(run_id)
+        if lock is None:
+            lock = self._starting[run_id] = asyncio.Lock()
+        return lock
 
     async def start_run(self, run_id: str, pipeline: Pipeline, params: dict[str, Any]) -> None:
         """Start ``pipeline`` as ``run_id``; returns once its root promise exists.
@@ -132,5 +157,5 @@ class Runtime:
 
 def callback_secret(settings: Settings) -> str:
     if settings.callback_secret:
-        return settings.callback_secret
+        return settings.callback_secret.get_secret_value()
     return load_or_create_secret(settings.state_dir / "callback-secret")

@@ -34,7 +34,7 @@ from resonate.timing import now_ms
 from resonate.types import Value
 
 from app.durable.context import EXPIRE, WATCH, Context
-from app.durable.errors import TIMED_OUT
+from app.durable.errors import TIMED_OUT, StepError
 from app.durable.pipeline import drive
 from steps.jobs import JobRun
 
@@ -147,11 +147,16 @@ def _outcome(state: jobs.RunState | None) -> str:
 def watch_run(
     ctx: Context, run: JobRun, promise_id: str, check: int = 0, settle: bool = False
 ) -> Generator[Any, Any, Verdict]:
-    verdict: Verdict = yield ctx.run(check_run, run, promise_id, final=False, settle=settle)
-    if verdict == "ended":
-        if not settle:  # a callback may still be on its way
-            yield ctx.sleep(timedelta(seconds=GRACE_SECONDS))
-        verdict = yield ctx.run(check_run, run, promise_id, final=True, settle=settle)
+    try:
+        verdict: Verdict = yield ctx.run(check_run, run, promise_id, final=False, settle=settle)
+        if verdict == "ended":
+            if not settle:  # a callback may still be on its way
+                yield ctx.sleep(timedelta(seconds=GRACE_SECONDS))
+            verdict = yield ctx.run(check_run, run, promise_id, final=True, settle=settle)
+    except StepError:
+        # Databricks (or Resonate) unreachable past the step's retries: look again
+        # later. Not forever -- the wait's own deadline settles the promise.
+        verdict = "waiting"
     if verdict == "waiting":
         yield ctx.sleep(timedelta(seconds=BACKOFF[min(check, len(BACKOFF) - 1)]))
         yield ctx.detach(WATCH, run, promise_id, check + 1, settle)

@@ -69,6 +69,9 @@ class StepError(Exception):
     @classmethod
     def wrap(cls, step: str, exc: Exception, *, attempts: int) -> StepError:
         message = f"{type(exc).__name__}: {exc}"
+        cause = exc.__cause__
+        if cause is not None and str(cause) not in message:
+            message += f" (last error: {type(cause).__name__}: {cause})"
         if attempts > 1:
             message += f" (after {attempts} attempts)"
         return cls(step, message, hint_for(exc))
