@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from app.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:  # async: no threadpool hop per request
     return request.app.state.runtime
 
 

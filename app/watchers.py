@@ -30,7 +30,6 @@ from databricks.sdk import WorkspaceClient
 from databricks.sdk.service import jobs
 from databricks.sdk.service.jobs import RunLifeCycleState
 from resonate.resonate import Resonate
-from resonate.timing import now_ms
 from resonate.types import Value
 
 from app.durable.context import EXPIRE, WATCH, Context
@@ -50,14 +49,6 @@ _ENDED = {RunLifeCycleState.TERMINATED, RunLifeCycleState.INTERNAL_ERROR, RunLif
 # -- deadlines ----------------------------------------------------------------------
 
 
-async def seconds_left(resonate: Resonate, promise_id: str, timeout: float) -> float | None:
-    """Seconds until the promise's deadline (``timeout`` after it was created); None once settled."""
-    record = await resonate.promises.get(promise_id)
-    if record.state != "pending":
-        return None
-    return max(0.0, record.created_at / 1000 + timeout - now_ms() / 1000)
-
-
 async def expire(resonate: Resonate, promise_id: str, timeout: float) -> str:
     """Reject the promise as timed out if nobody settled it in time."""
     record = await resonate.promises.get(promise_id)
@@ -73,10 +64,9 @@ async def expire(resonate: Resonate, promise_id: str, timeout: float) -> str:
 
 
 def expire_promise(ctx: Context, promise_id: str, timeout: float) -> Generator[Any, Any, str]:
-    left = yield ctx.run(seconds_left, promise_id, timeout)
-    if left is None:
-        return "settled"
-    yield ctx.sleep(timedelta(seconds=left))
+    # Started with the promise, so sleeping the whole timeout ends at its deadline (to
+    # within milliseconds); expire() still checks it is pending before rejecting it.
+    yield ctx.sleep(timedelta(seconds=timeout))
     return (yield ctx.run(expire, promise_id, timeout))
 
 

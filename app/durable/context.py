@@ -7,6 +7,7 @@ pipeline ``yield``\\ s; the driver awaits it and sends the result back in.
 
 from __future__ import annotations
 
+import functools
 import typing
 from dataclasses import dataclass
 from datetime import timedelta
@@ -38,6 +39,12 @@ class WaitDefaults:
     """Default deadline of ``ctx.promise()`` when the pipeline names none."""
 
     promise_timeout: timedelta = timedelta(hours=12)
+
+
+@functools.cache
+def _durable_step(step: typing.Callable[..., Any], injected: tuple[tuple[str, type], ...]) -> Any:
+    """One SDK-facing wrapper per step, built once: ``ctx.run`` is hot on every replay."""
+    return durable_step(step, dict(injected))
 
 
 class StepCall[T]:
@@ -79,7 +86,7 @@ class Context:
         """Run ``step`` once, durably: a replay returns its recorded result."""
         injected = injected_parameters(step, self._ctx)
         future = self._ctx.options(retry_policy=Never()).run(
-            durable_step(step, injected), *args, **kwargs
+            _durable_step(step, tuple(injected.items())), *args, **kwargs
         )
         return StepCall(future, return_type(step))
 
