@@ -17,13 +17,13 @@ from typing import Any
 
 from databricks.sdk import WorkspaceClient
 from resonate.resonate import Resonate
-from resonate.connections import LocalConnection
 from resonate.retry import Never
 from resonate_base.connections import Network
 
 import pipelines
 from app.callbacks import CallbackSigner, load_or_create_secret
 from app.durable import Pipeline, StepRetry, WaitDefaults
+from app.durable.in_process import InProcessServer
 from app.settings import Settings
 from app.watchers import register_watchers
 from app.workspace.client import workspace_client
@@ -43,11 +43,11 @@ def resonate_network(settings: Settings, pid: str) -> Network | None:
         from resonate_pg import PostgresConnection  # optional backend: import on use
 
         return PostgresConnection(settings.postgres_dsn, pid=pid, group=GROUP)
-    return LocalConnection(pid=pid, group=GROUP)
+    return InProcessServer(pid=pid, group=GROUP)
 
 
-#: Lease of a task on the in-process server. The SDK does not heartbeat a
-#: LocalConnection, so a lease there simply expires -- and a step running longer than
+#: Lease of a task on the in-process server. The SDK does not heartbeat an
+#: in-process connection, so a lease there simply expires -- and a step running longer than
 #: it (a slow SQL statement, a throttled API) would be handed out and run again while
 #: still running. The server dies with the process, so nothing needs the lease to end.
 IN_PROCESS_LEASE = timedelta(days=365)
@@ -60,7 +60,7 @@ def build_resonate(settings: Settings, *, network: Network | None = None, pid: s
     return Resonate(
         url=settings.resonate_url,
         network=network,
-        ttl=IN_PROCESS_LEASE if isinstance(network, LocalConnection) else None,
+        ttl=IN_PROCESS_LEASE if isinstance(network, InProcessServer) else None,
         group=GROUP,
         pid=pid,
         # Workflows never retry in the SDK; steps retry their transient failures
@@ -79,7 +79,9 @@ class Runtime:
     pipelines: dict[str, Pipeline]
     embedded: EmbeddedWorkspace | None = None
     #: The in-process Resonate server, when that is the backend (it cannot search).
-    local_server: LocalConnection | None = None
+    local_server: InProcessServer | None = None
+    #: Whether the backend times waits out at their deadline (else a watchdog does).
+    backend_times_out: bool = False
     _starting: weakref.WeakValueDictionary[str, asyncio.Lock] = field(
         default_factory=weakref.WeakValueDictionary, repr=False
     )
@@ -105,13 +107,16 @@ class Runtime:
             if embedded is not None:
                 embedded.stop()
             raise
-        local = network if isinstance(network, LocalConnection) else None
+        local = network if isinstance(network, InProcessServer) else None
         if local is not None:
             logger.warning(
                 "Resonate runs in-process: runs live in this process's memory and are lost "
                 "when it stops; set RESONATE_URL or DARA_POSTGRES_DSN to keep them"
             )
-        runtime = cls(settings, resonate, workspace, signer, pipelines.load(), embedded, local)
+        runtime = cls(
+            settings, resonate, workspace, signer, pipelines.load(), embedded, local,
+            backend_times_out=getattr(network, "times_out_waits", False),
+        )
         runtime.wire()
         return runtime
 
@@ -125,7 +130,7 @@ class Runtime:
             self.signer,
             self.settings,
             StepRetry(self.settings.step_retries, self.settings.step_retry_delay),
-            WaitDefaults(self.settings.callback_timeout),
+            WaitDefaults(self.settings.callback_timeout, backend_times_out=self.backend_times_out),
         ):
             self.resonate.with_dependency(dependency)
 

@@ -5,9 +5,10 @@ Resonate functions -- on any worker, surviving restarts, holding nothing in memo
 while they sleep -- and both end their wait by rejecting the promise the pipeline is
 waiting on, so the pipeline fails with a clear message instead of hanging.
 
-* :func:`expire_promise` enforces a wait's deadline. ``Context.promise()`` starts one
-  for every promise: the server may or may not time promises out by itself (the
-  in-process one only does when the promise is touched), so DARA does it.
+* :func:`expire_promise` enforces a wait's deadline where the backend does not.
+  ``Context.promise()`` starts one per wait on a Resonate server or Postgres: the
+  Resonate server times out a promise without a target only when it is read. DARA's
+  in-process server times waits out itself (app.durable.in_process), so needs none.
 * :func:`watch_run` notices a Databricks run that ended without calling back (cluster
   lost, notebook killed, failure before the callback cell). It checks the run with
   backoff; once the run is over and a grace period for an in-flight callback has
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Generator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, Literal
 
 from databricks.sdk import WorkspaceClient
@@ -33,7 +34,7 @@ from resonate.resonate import Resonate
 from resonate.types import Value
 
 from app.durable.context import EXPIRE, WATCH, Context
-from app.durable.errors import TIMED_OUT, StepError
+from app.durable.errors import StepError, WaitTimedOut
 from app.durable.pipeline import drive
 from steps.jobs import JobRun
 
@@ -54,11 +55,7 @@ async def expire(resonate: Resonate, promise_id: str, timeout: float) -> str:
     record = await resonate.promises.get(promise_id)
     if record.state != "pending":
         return record.state
-    deadline = datetime.fromtimestamp(record.created_at / 1000 + timeout, UTC).isoformat(timespec="seconds")
-    message = (
-        f"{TIMED_OUT} nothing settled {promise_id} by its deadline {deadline}; raise "
-        "DARA_CALLBACK_TIMEOUT or pass ctx.promise(timeout=...) if the work takes longer"
-    )
+    message = str(WaitTimedOut(promise_id, record.created_at + round(timeout * 1000)))
     settled = await resonate.promises.reject(promise_id, Value(data={"__type": "error", "message": message}))
     return settled.state
 

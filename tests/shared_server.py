@@ -1,6 +1,6 @@
 """Several workers on one in-process Resonate server, each of which can be stopped alone.
 
-A :class:`LocalConnection` is both the server and a client's connection: stopping the
+An in-process server is both the server and a client's connection: stopping the
 Resonate client that owns it stops the server and deafens every other client. Each
 worker here gets a thin connection of its own that forwards requests to the shared
 server, so stopping (or abandoning) one worker leaves the server and the others running
@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from resonate.connections import LocalConnection
+from app.durable.in_process import InProcessServer
 
 
 class SharedServer:
     def __init__(self) -> None:
-        self.server = LocalConnection(group="dara")
+        self.server = InProcessServer(group="dara")
 
     async def start(self) -> None:
         await self.server.start()
@@ -31,8 +31,9 @@ class SharedServer:
 class WorkerConnection:
     """One worker's view of the shared server (Network and Source)."""
 
-    def __init__(self, server: LocalConnection, pid: str) -> None:
+    def __init__(self, server: InProcessServer, pid: str) -> None:
         self._server = server
+        self.times_out_waits = server.times_out_waits
         self._pid = pid
         self._receivers: list[Callable[[str], None]] = []
         self.listening = False

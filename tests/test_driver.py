@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Generator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pydantic
 import pytest
+from resonate.connections import LocalConnection
+from resonate.resonate import Resonate
+from resonate.retry import Never
 from resonate.testing import local_resonate
 from resonate.types import Value
 
-from app.durable import Context, StepError, StepInfo, StepRetry, drive
+from app.durable import Context, StepError, StepInfo, StepRetry, WaitDefaults, drive
+from app.durable.in_process import InProcessServer
 from app.watchers import register_watchers
 
 pytestmark = pytest.mark.anyio
@@ -152,6 +156,45 @@ async def test_a_promise_resolved_from_outside_resumes_the_pipeline() -> None:
         await resonate.stop()
 
     assert result == {"promise": "drv-promise:1", "value": {"rows": 7}}
+
+
+@pytest.mark.parametrize(
+    ("backend", "enforced_by"),
+    [(InProcessServer, "DARA's in-process server"), (LocalConnection, "the watchdog")],
+    ids=["backend-times-out", "watchdog-times-out"],
+)
+async def test_a_wait_past_its_deadline_fails_the_pipeline_with_a_timeout(backend: type, enforced_by: str) -> None:
+    """Both ways a deadline is enforced end in the same error: the in-process server's
+    own sweep, and the watchdog that backends which do not time waits out get."""
+
+    def pipeline(ctx: Context) -> Generator[Any, Any, str]:
+        try:
+            yield ctx.promise(timedelta(seconds=1))
+        except Exception as exc:  # noqa: BLE001 -- the error is the result under test
+            return str(exc)
+        return "resolved?"
+
+    server = backend(group="dara")
+    resonate = Resonate(network=server, retry_policy=Never())
+    resonate.with_dependency(WaitDefaults(backend_times_out=getattr(backend, "times_out_waits", False)))
+    register_watchers(resonate)
+    durable = drive(pipeline)
+    resonate.register(durable, name="times_out")
+    try:
+        message = await resonate.run("drv-deadline", durable).result()
+        record = await resonate.promises.get("drv-deadline:1")
+    finally:
+        await resonate.stop()
+
+    assert message.startswith("timed out: nothing settled drv-deadline:1 by its deadline"), enforced_by
+    assert "DARA_CALLBACK_TIMEOUT" in message
+    detached = [id for id in server.state.promises if id.startswith("drv-deadline:d") and "." not in id]
+    if backend is InProcessServer:
+        assert record.state == "rejected_timedout"
+        assert detached == []
+    else:
+        assert record.state == "rejected"
+        assert len(detached) == 1  # the watchdog
 
 
 async def wait_for_promise(resonate: Any, promise_id: str) -> Any:

@@ -54,7 +54,7 @@ def test_a_wait_past_its_per_call_deadline_times_the_run_out(service: Service) -
     assert run["error"].startswith("timed out: nothing settled life-deadline:1 by its deadline")
     assert "DARA_CALLBACK_TIMEOUT" in run["error"]
     late = service.http.post("/resolve", json={"id": "life-deadline:1", "value": 1, "token": sign("life-deadline:1")})
-    assert late.json() == {"id": "life-deadline:1", "state": "rejected", "already_settled": True}
+    assert late.json() == {"id": "life-deadline:1", "state": "rejected_timedout", "already_settled": True}
 
 
 def test_a_pipelines_own_wait_timeout_applies_to_its_waits(service: Service) -> None:

@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
-from resonate.connections import HttpConnection, LocalConnection
+from resonate.connections import HttpConnection
 from resonate_pg import PostgresConnection
 
+from app.durable.in_process import InProcessServer
 from app.runtime import build_resonate
 from app.workspace.client import workspace_client
 from tests.harness import Service, make_settings, running_service
@@ -65,7 +66,7 @@ def wait_for_notebook_processes(service: Service) -> set[int]:
 @pytest.mark.anyio
 async def test_each_backend_setting_selects_its_connection(tmp_path: Path) -> None:
     cases = [
-        (make_settings(tmp_path), LocalConnection),
+        (make_settings(tmp_path), InProcessServer),
         (make_settings(tmp_path, resonate_url="http://127.0.0.1:9"), HttpConnection),
         (make_settings(tmp_path, postgres_dsn="postgresql://u:p@127.0.0.1:9/db"), PostgresConnection),
     ]

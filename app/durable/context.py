@@ -17,16 +17,17 @@ import msgspec
 from resonate.codec import dec_hook
 from resonate.context import Context as ResonateContext
 from resonate.context import ResonateFuture
+from resonate.error import ApplicationError
 from resonate.resonate import Resonate
 from resonate.retry import Never
 from resonate.types import Value
 
+from app.durable.errors import WaitTimedOut
 from app.durable.step import durable_step, injected_parameters, return_type
 
 
-#: How long after its deadline a promise's own server-side timeout falls. DARA's
-#: watchdog rejects the wait at the deadline with a clear message; the server's timeout
-#: (a bare ``rejected_timedout``) is only the backstop if no worker is alive to do it.
+#: Where a watchdog enforces deadlines: how long after its deadline the promise's own
+#: timeout falls, the backstop if no worker is alive to run the watchdog.
 EXPIRY_MARGIN = timedelta(minutes=1)
 
 #: Names the watchers (app.watchers) are registered under.
@@ -36,9 +37,13 @@ WATCH = "dara.watch_run"
 
 @dataclass(frozen=True)
 class WaitDefaults:
-    """Default deadline of ``ctx.promise()`` when the pipeline names none."""
+    """How ``ctx.promise()`` waits: its default deadline, and who enforces deadlines."""
 
     promise_timeout: timedelta = timedelta(hours=12)
+    #: True when the backend times a wait out at its deadline by itself (DARA's
+    #: in-process server does). Otherwise a detached watchdog per wait does it: the
+    #: Resonate server only times out a promise without a target when it is read.
+    backend_times_out: bool = False
 
 
 @functools.cache
@@ -69,6 +74,36 @@ class StepCall[T]:
         return msgspec.convert(result, self._type, dec_hook=dec_hook)
 
 
+class Wait:
+    """A wait created by :meth:`Context.promise`: await it for the value it is settled with.
+
+    A wait that reached its deadline raises :class:`WaitTimedOut`, whichever of the
+    backend or the watchdog timed it out.
+    """
+
+    def __init__(self, future: ResonateFuture[Any], ctx: ResonateContext) -> None:
+        self._future = future
+        self._ctx = ctx
+
+    async def id(self) -> str:
+        """The promise id a notebook resolves (``<run>:<n>``)."""
+        return await self._future.id()
+
+    def __await__(self) -> typing.Generator[Any, None, Any]:
+        return self._value().__await__()
+
+    async def _value(self) -> Any:
+        try:
+            return await self._future
+        except ApplicationError:
+            # A backend timeout settles the promise with no value, which the SDK
+            # reports as "unknown error: null": name it. Only failures pay this read.
+            record = await self._ctx.get_dependency(Resonate).promises.get(self._future._id)
+            if record.state == "rejected_timedout":
+                raise WaitTimedOut(record.id, record.timeout_at) from None
+            raise
+
+
 class Context:
     """Durable operations for a pipeline body."""
 
@@ -90,18 +125,22 @@ class Context:
         )
         return StepCall(future, return_type(step))
 
-    def promise(self, timeout: timedelta | None = None) -> ResonateFuture[Any]:
+    def promise(self, timeout: timedelta | None = None) -> Wait:
         """A promise settled from outside (a notebook's ``POST /resolve``).
 
-        Its deadline is ``timeout`` (default: the pipeline's, else DARA_CALLBACK_TIMEOUT),
-        enforced by a detached watchdog that rejects it as timed out.
+        Its deadline is ``timeout`` (default: the pipeline's, else DARA_CALLBACK_TIMEOUT);
+        past it, the wait raises :class:`WaitTimedOut`.
         """
-        timeout = timeout or self._wait_timeout or self._defaults().promise_timeout
-        future = self._ctx.promise(timeout + EXPIRY_MARGIN)
-        # The id is minted synchronously; ResonateFuture.id() would wait for the create.
-        self._ctx.detached(EXPIRE, future._id, timeout.total_seconds())
+        defaults = self._defaults()
+        timeout = timeout or self._wait_timeout or defaults.promise_timeout
+        if defaults.backend_times_out:
+            future = self._ctx.promise(timeout)
+        else:
+            future = self._ctx.promise(timeout + EXPIRY_MARGIN)
+            # The id is minted synchronously; ResonateFuture.id() would wait for the create.
+            self._ctx.detached(EXPIRE, future._id, timeout.total_seconds())
         self._waits.append(future._id)
-        return future
+        return Wait(future, self._ctx)
 
     def watch(self, run: Any, promise_id: str, *, settle: bool = False) -> ResonateFuture[str]:
         """Fail ``promise_id`` if the Databricks ``run`` ends without settling it.

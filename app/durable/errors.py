@@ -9,6 +9,7 @@ replay after a restart all show the same text.
 from __future__ import annotations
 
 import socket
+from datetime import UTC, datetime
 
 import requests
 from databricks.sdk import errors as dbx
@@ -16,6 +17,24 @@ from databricks.sdk import errors as dbx
 #: How a wait that reached its deadline starts its error message (the run's status
 #: then reads ``timed_out``).
 TIMED_OUT = "timed out:"
+
+
+
+class WaitTimedOut(Exception):
+    """Nothing settled a wait (``ctx.promise()``) by its deadline."""
+
+    def __init__(self, promise_id: str, deadline_ms: int) -> None:
+        self.promise_id = promise_id
+        self.deadline_ms = deadline_ms
+        deadline = datetime.fromtimestamp(deadline_ms / 1000, UTC).isoformat(timespec="seconds")
+        super().__init__(
+            f"{TIMED_OUT} nothing settled {promise_id} by its deadline {deadline}; raise "
+            "DARA_CALLBACK_TIMEOUT or pass ctx.promise(timeout=...) if the work takes longer"
+        )
+
+    def __reduce__(self) -> tuple[type[WaitTimedOut], tuple[str, int]]:
+        return (WaitTimedOut, (self.promise_id, self.deadline_ms))
+
 
 #: Failures that say "try again later", not "this will never work".
 TRANSIENT: tuple[type[BaseException], ...] = (

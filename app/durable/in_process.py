@@ -1,0 +1,143 @@
+"""The in-process Resonate server DARA runs on its embedded defaults.
+
+resonate-sdk 0.8's :class:`~resonate.connections.LocalConnection` is a faithful
+simulation of the Resonate server, written for tests. DARA runs on it for real, and
+two of its choices stand in the way there:
+
+* **Every request costs O(everything stored).** ``preload`` scans all promises on each
+  task create/acquire/fence and suspend redirect, ``enqueue_settle`` scans all
+  promises on each task fulfilled, and the timeout tables are lists searched and
+  rebuilt on every change. N runs therefore cost O(N^2): at 1,000 runs the scans
+  were 63% of the CPU (docs/PERFORMANCE.md). :class:`IndexedServerState` answers the
+  same records in the same order from indexes.
+* **A wait's deadline is never enforced.** A promise without a target (what
+  ``ctx.promise()`` creates) only times out when something happens to read it, so a
+  pipeline waiting past its deadline would wait forever. The server keeps that
+  behaviour to mirror the Resonate server; DARA wants the opposite, and otherwise
+  needs a durable watchdog per wait, which doubled the work of every run. Here the
+  server's own 1 s sweep times such promises out, and resumes the pipeline.
+
+Subclassing keeps every request handler the SDK's own; only the bookkeeping changes.
+``tests/test_in_process_server.py`` replays the same workload on both and compares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from resonate.connections import LocalConnection
+from resonate.connections.local import I64_MAX, PTimeout, ServerState, Task, TTimeout, _get, extract_action_data
+
+BRANCH = "resonate:branch"
+
+
+class _Promises(dict[str, Any]):
+    """The promise table, plus which promises belong to each branch (for ``preload``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.branches: dict[str, dict[str, None]] = {}
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key not in self and (branch := value.tags.get(BRANCH)) is not None:
+            self.branches.setdefault(branch, {})[key] = None
+        super().__setitem__(key, value)
+
+
+class _Timeouts(dict[str, Any]):
+    """id -> timeout. Iterates a snapshot of its values, as the list it replaces did:
+    the sweep (``tick``) deletes entries while it walks them."""
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        return iter(list(self.values()))
+
+
+class IndexedServerState(ServerState):
+    """:class:`ServerState` with indexes for its scans, and deadlines for every wait."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.promises = _Promises()
+        self.p_timeouts = _Timeouts()  # type: ignore[assignment]
+        self.t_timeouts = _Timeouts()  # type: ignore[assignment]
+        #: task id -> the promises it awaits, so fulfilling it need not scan them all.
+        self.awaiting: dict[str, set[str]] = {}
+
+    def promise_create(self, now: int, corr_id: Any, req: Any) -> dict[str, Any]:
+        response = super().promise_create(now, corr_id, req)
+        promise = self.promises.get(response["promise"]["id"])
+        if (
+            response["status"] == 201
+            and promise.state == "pending"
+            and promise.timeout_at < I64_MAX
+            and "resonate:target" not in promise.tags  # those are swept already
+        ):
+            self.set_p_timeout(promise.id, promise.timeout_at)
+        return response
+
+    def preload(self, promise_id: str) -> list[dict[str, Any]]:
+        promise = self.promises.get(promise_id)
+        branch = promise.tags.get(BRANCH) if promise is not None else None
+        if branch is None:
+            return []
+        same_branch = self.promises.branches.get(branch, {})
+        return [self.promises[other].to_record() for other in same_branch if other != promise_id]
+
+    def task_suspend(self, now: int, corr_id: Any, req: Any) -> dict[str, Any]:
+        response = super().task_suspend(now, corr_id, req)
+        task_id = _get(req, "id")
+        for action in _get(req, "actions") or []:
+            awaited = _get(extract_action_data(action), "awaited")
+            promise = self.promises.get(awaited) if isinstance(awaited, str) else None
+            if promise is not None and task_id in promise.awaiters:
+                self.awaiting.setdefault(task_id, set()).add(awaited)
+        return response
+
+    def enqueue_settle(self, promise_id: str) -> None:
+        # ServerState.enqueue_settle, with the awaiting index in place of its scan.
+        task = self.tasks.get(promise_id)
+        if task is None:
+            promise = self.promises.get(promise_id)
+            if promise is not None and "resonate:target" in promise.tags:
+                self.tasks[promise_id] = Task(
+                    id=promise_id, state="fulfilled", version=0, pid=None, ttl=None, resumes=set()
+                )
+            return
+        if task.state == "fulfilled":
+            return
+        task.state, task.pid, task.ttl = "fulfilled", None, None
+        task.resumes.clear()
+        self.del_t_timeout(promise_id)
+        for awaited in self.awaiting.pop(promise_id, ()):
+            if (promise := self.promises.get(awaited)) is not None:
+                promise.awaiters.discard(promise_id)
+
+    def set_p_timeout(self, promise_id: str, timeout: int) -> None:
+        if (existing := self.p_timeouts.get(promise_id)) is not None:
+            existing.timeout = timeout
+        else:
+            self.p_timeouts[promise_id] = PTimeout(id=promise_id, timeout=timeout)
+
+    def del_p_timeout(self, promise_id: str) -> None:
+        self.p_timeouts.pop(promise_id, None)
+
+    def set_t_timeout(self, task_id: str, typ: int, timeout: int) -> None:
+        if (existing := self.t_timeouts.get(task_id)) is not None:
+            existing.typ, existing.timeout = typ, timeout
+        else:
+            self.t_timeouts[task_id] = TTimeout(id=task_id, typ=typ, timeout=timeout)
+
+    def del_t_timeout(self, task_id: str) -> None:
+        self.t_timeouts.pop(task_id, None)
+
+
+class InProcessServer(LocalConnection):
+    """The in-process server (and its client connection), on :class:`IndexedServerState`."""
+
+    #: Waits time out at their deadline here, so they need no watchdog.
+    times_out_waits = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.state = IndexedServerState()
