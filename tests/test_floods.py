@@ -136,7 +136,7 @@ def test_two_racing_starts_of_one_id_are_told_apart(service: Service, monkeypatc
     looked: dict[str, int] = defaultdict(int)
     both_looked: dict[str, asyncio.Event] = {}
 
-    async def read_run_in_lockstep(resonate: Any, run_id: str) -> Any:
+    async def read_run_in_lockstep(resonate: Any, run_id: str, **options: Any) -> Any:
         if run_id == "race":
             looked[run_id] += 1
             event = both_looked.setdefault(run_id, asyncio.Event())
@@ -145,7 +145,7 @@ def test_two_racing_starts_of_one_id_are_told_apart(service: Service, monkeypatc
                     await asyncio.wait_for(event.wait(), 2)
             else:
                 event.set()
-        return await read_run(resonate, run_id)
+        return await read_run(resonate, run_id, **options)
 
     monkeypatch.setattr(app.routers.runs, "read_run", read_run_in_lockstep)
     body = {"pipeline": "waits_for_callback", "id": "race"}
