@@ -22,8 +22,9 @@ steps do nothing (no Databricks). Both sides run it the same way:
   defined before the service starts so it registers. Runs are started with
   ``POST /runs`` and resolved with ``POST /resolve`` (HMAC token) from this
   process over keep-alive HTTP/1.1 connections, ``--concurrency`` requests in
-  flight. DARA's detached expiry watchdog (one per ``ctx.promise()``) is part of
-  what is measured.
+  flight. DARA runs on its own in-process server (app.durable.in_process), which
+  also times waits out, so no per-wait watchdog runs; the SDK runs on its own
+  ``LocalConnection`` unless ``--sdk-on-dara-server``.
 
 Each side runs in a fresh process so its memory peak is its own. This process is
 DARA's HTTP client and draws the progress bar. The suspension/completion checks and
@@ -135,106 +136,6 @@ def collect() -> dict[str, float]:
     """Garbage-collect, then :func:`process_stats`; for the memory checkpoints."""
     gc.collect()
     return process_stats()
-
-
-def index_local_server() -> None:
-    """Diagnostic: index the in-process server's linear scans (both sides alike).
-
-    resonate-sdk 0.8.1's in-process server (``resonate.connections.local.ServerState``)
-    scans every promise it holds in ``preload`` (each task.create/acquire/fence and
-    suspend redirect) and in ``enqueue_settle`` (each task fulfilled), and keeps its
-    promise and task timeouts in lists it searches and rebuilds on every change. So
-    each request costs O(everything stored) and N runs cost O(N^2), more so the more
-    promises and tasks a run creates. This replaces those scans with indexes (the
-    same records in the same order) to show what remains once they are out of the
-    way. It is not the default: the default measures the backend as DARA ships it.
-    """
-    from resonate.connections.local import PTimeout, ServerState, Task, TTimeout, _get, extract_action_data
-
-    class Promises(dict):  # type: ignore[type-arg]
-        """The promise table, plus a branch -> promise ids index for ``preload``."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.branches: dict[str, dict[str, None]] = {}
-
-        def __setitem__(self, key: str, value: Any) -> None:
-            if key not in self and (branch := value.tags.get("resonate:branch")) is not None:
-                self.branches.setdefault(branch, {})[key] = None
-            super().__setitem__(key, value)
-
-    class Timeouts(dict):  # type: ignore[type-arg]
-        """id -> timeout; iterates its values, as the list it replaces did (``tick``)."""
-
-        def __iter__(self) -> Any:
-            return iter(list(self.values()))
-
-    original_init = ServerState.__init__
-    original_suspend = ServerState.task_suspend
-
-    def __init__(self: Any) -> None:
-        original_init(self)
-        self.promises = Promises()
-        self.p_timeouts = Timeouts()
-        self.t_timeouts = Timeouts()
-        self.awaiting: dict[str, set[str]] = {}  # task id -> promises it is an awaiter of
-
-    def preload(self: Any, promise_id: str) -> list[dict[str, Any]]:
-        p = self.promises.get(promise_id)
-        branch = p.tags.get("resonate:branch") if p is not None else None
-        if branch is None:
-            return []
-        ids = self.promises.branches.get(branch, {})
-        return [self.promises[other].to_record() for other in ids if other != promise_id]
-
-    def task_suspend(self: Any, now: int, corr_id: Any, req: Any) -> dict[str, Any]:
-        response = original_suspend(self, now, corr_id, req)
-        task_id = _get(req, "id")
-        for action in _get(req, "actions") or []:
-            awaited = _get(extract_action_data(action), "awaited")
-            p = self.promises.get(awaited) if isinstance(awaited, str) else None
-            if p is not None and task_id in p.awaiters:
-                self.awaiting.setdefault(task_id, set()).add(awaited)
-        return response
-
-    def enqueue_settle(self: Any, promise_id: str) -> None:  # as the original, minus its scan
-        t = self.tasks.get(promise_id)
-        if t is None:
-            p = self.promises.get(promise_id)
-            if p is not None and "resonate:target" in p.tags:
-                self.tasks[promise_id] = Task(
-                    id=promise_id, state="fulfilled", version=0, pid=None, ttl=None, resumes=set()
-                )
-            return
-        if t.state == "fulfilled":
-            return
-        t.state, t.pid, t.ttl = "fulfilled", None, None
-        t.resumes.clear()
-        self.del_t_timeout(promise_id)
-        for awaited in self.awaiting.pop(promise_id, ()):
-            if (p := self.promises.get(awaited)) is not None:
-                p.awaiters.discard(promise_id)
-
-    def set_p_timeout(self: Any, promise_id: str, timeout: int) -> None:
-        if (pt := self.p_timeouts.get(promise_id)) is not None:
-            pt.timeout = timeout
-        else:
-            self.p_timeouts[promise_id] = PTimeout(id=promise_id, timeout=timeout)
-
-    def set_t_timeout(self: Any, task_id: str, typ: int, timeout: int) -> None:
-        if (tt := self.t_timeouts.get(task_id)) is not None:
-            tt.typ, tt.timeout = typ, timeout
-        else:
-            self.t_timeouts[task_id] = TTimeout(id=task_id, typ=typ, timeout=timeout)
-
-    ServerState.__init__ = __init__  # type: ignore[method-assign]
-    ServerState.preload = preload  # type: ignore[method-assign]
-    ServerState.task_suspend = task_suspend  # type: ignore[method-assign]
-    ServerState.enqueue_settle = enqueue_settle  # type: ignore[method-assign]
-    ServerState.set_p_timeout = set_p_timeout  # type: ignore[method-assign]
-    ServerState.set_t_timeout = set_t_timeout  # type: ignore[method-assign]
-    ServerState.del_p_timeout = lambda self, promise_id: self.p_timeouts.pop(promise_id, None)  # type: ignore[method-assign]
-    ServerState.del_t_timeout = lambda self, task_id: self.t_timeouts.pop(task_id, None)  # type: ignore[method-assign]
 
 
 class Probe:
@@ -535,6 +436,8 @@ async def sdk_side(args: argparse.Namespace, progress: Progress) -> dict[str, An
         network = PostgresConnection(args.postgres_dsn, pid=pid, group=group)
         resonate = Resonate(network=network, group=group, pid=pid, retry_policy=Never(), env={})
     else:
+        if args.sdk_on_dara_server:
+            from app.durable.in_process import InProcessServer as LocalConnection  # noqa: N814
         local = LocalConnection(pid=pid, group=group)
         resonate = Resonate(network=local, group=group, pid=pid, retry_policy=Never(), env={})
     resonate.register(bench_step_promise_step, name=PIPELINE)
@@ -660,7 +563,7 @@ def dara_server(args: argparse.Namespace) -> None:
     app.include_router(bench)
     # As tests/harness.py runs it: no per-request access log lines.
     server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", lifespan="on", loop=args.loop, http=args.http)
+        uvicorn.Config(app, log_level="warning", lifespan="on", loop="auto" if args.loop == "shipped" else args.loop, http=args.http)
     )
 
     def announce() -> None:
@@ -816,8 +719,8 @@ def side_command(args: argparse.Namespace, role: str, n: int, backend: dict[str,
         command.append("--count-requests")
     if args.idle:
         command += ["--idle", str(args.idle)]
-    if args.indexed_local:
-        command.append("--indexed-local")
+    if args.sdk_on_dara_server:
+        command.append("--sdk-on-dara-server")
     for key, value in backend.items():
         command += [f"--{key.replace('_', '-')}", value]
     if args.profile:
@@ -967,7 +870,7 @@ What the figures measure (each side in its own fresh process; times from CLOCK_M
   returns once the root promise exists; dara: POST /runs answers 201 (root promise exists).
   `concurrency` starts in flight at a time.
 - start -> all suspended -- N / (all N root tasks suspended on their callback promise -
-  first start sent): the start work including step 1, the promise and (DARA) its watchdog.
+  first start sent): the start work including step 1, the promise.
 - start latency -- per start call, sent -> answered (dara: the client's HTTP round trip).
 - single resolve -> resumed -- one run resolved while nothing else happens (sdk:
   promises.resolve; dara: POST /resolve), until its second step's body runs; the first
@@ -1007,10 +910,10 @@ async def orchestrate(args: argparse.Namespace) -> int:
     if args.postgres_dsn:
         backends.append({"postgres_dsn": args.postgres_dsn})
     sizes = args.n or list(DEFAULT_SIZES)
-    if max(sizes) > 2000 and not args.indexed_local:
+    if max(sizes) > 2000 and not args.sdk_on_dara_server and "sdk" in args.sides:
         sys.stderr.write(
-            "note: the in-process Resonate server costs O(N) per request, so N=%d takes many minutes\n"
-            "      here (the SDK side alone ~5 min at 5000 on 2 cores); --indexed-local makes it linear.\n" % max(sizes)
+            "note: the SDK's own in-process server costs O(N) per request, so its side takes minutes\n"
+            "      at N=%d (~5 min at 5000 on 2 cores); DARA's in-process server is linear.\n" % max(sizes)
         )
     results: list[dict[str, Any]] = []
     began = time.monotonic()
@@ -1036,7 +939,7 @@ async def orchestrate(args: argparse.Namespace) -> int:
                 for key, label, unit, _ in rows():
                     print(f"| {label} | {unit} | {fmt(key, (sdk or dara)[key])} |")
                 continue
-            indexed = " (scans indexed, --indexed-local)" if args.indexed_local and not backend else ""
+            indexed = " (the SDK on DARA's in-process server)" if args.sdk_on_dara_server and not backend else ""
             print(
                 f"\n## {backend_name(backend)} backend{indexed}, N={n}, concurrency {args.concurrency}, "
                 f"{args.step_kind} steps, {args.loop} loop, uvicorn http={args.http}; "
@@ -1061,13 +964,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--postgres-dsn", help="also run both sides against this Postgres (resonate-pg schema)")
     parser.add_argument("--step-kind", choices=("sync", "async"), default="sync", help="no-op steps as plain functions (DARA: worker thread) or async def")
     parser.add_argument("--sides", default="sdk,dara", help="which sides to run (default %(default)s)")
-    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio", help="event loop of both measured processes (default %(default)s)")
+    parser.add_argument("--loop", choices=("shipped", "asyncio", "uvloop"), default="shipped", help="event loops: 'shipped' (default) runs each side as its users would, DARA on uvicorn's choice (uvloop, installed with DARA) and the SDK on asyncio.run; 'asyncio' or 'uvloop' runs both on that loop")
     parser.add_argument("--http", choices=("auto", "h11", "httptools"), default="auto", help="uvicorn's HTTP parser for DARA (default %(default)s: httptools if installed, as `python -m app`)")
     parser.add_argument("--goal", type=float, default=1.25, help="the DARA/SDK cost ratio to meet (default %(default)s)")
     parser.add_argument("--profile", choices=("cprofile", "pyinstrument"), help="profile the measured process during the measured phases")
     parser.add_argument("--profile-dir", default="bench-profiles", help="where --profile writes (default %(default)s)")
     parser.add_argument("--count-requests", action="store_true", help="count the in-process server's requests per run, by kind")
-    parser.add_argument("--indexed-local", action="store_true", help="diagnostic: index the in-process server's O(promises) scans (both sides)")
+    parser.add_argument("--sdk-on-dara-server", action="store_true", help="run the bare SDK on DARA's in-process server (app.durable.in_process) instead of its own LocalConnection: the framework's cost alone")
     parser.add_argument("--idle", type=float, default=0, help="also hold the N runs suspended this many seconds and measure the CPU they cost meanwhile")
     parser.add_argument("--json", help="also write the raw figures to this file")
     parser.add_argument("--role", choices=("sdk", "dara-server"), help=argparse.SUPPRESS)
@@ -1089,8 +992,6 @@ def main() -> int:
     args = parse_args()
     if args.role and args.count_requests:
         count_requests()
-    if args.role and args.indexed_local:
-        index_local_server()
     if args.role == "dara-server":
         dara_server(args)
         return 0
