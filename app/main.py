@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,6 +30,10 @@ def create_app(settings: Settings | None = None, *, network: Network | None = No
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.runtime = await Runtime.start(settings, network=network)
+        # Everything loaded so far (FastAPI, databricks-sdk, the workspace) lives as long
+        # as the process: keep it out of the collector's full passes, whose pauses were
+        # the tail of request latency (docs/PERFORMANCE.md).
+        gc.freeze()
         try:
             yield
         finally:
