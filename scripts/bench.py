@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark DARA against the bare Resonate SDK on the same durable workload.
 
-    .venv/bin/python scripts/bench.py                 # N = 100, 1000, 5000
-    .venv/bin/python scripts/bench.py --n 1000        # one size (about a minute)
+    .venv/bin/python scripts/bench.py                 # N = 100, 1000, 5000 (the SDK side takes ~3 min at 5000)
+    .venv/bin/python scripts/bench.py --n 1000        # one size (about 15 s)
     .venv/bin/python scripts/bench.py --n 1000 --count-requests --idle 75
     .venv/bin/python scripts/bench.py --n 1000 --resonate-url http://127.0.0.1:8001
     .venv/bin/python scripts/bench.py --n 1000 --profile pyinstrument --profile-dir /tmp/prof
