@@ -151,15 +151,15 @@ async def get_promise(resonate: Resonate, id: str) -> PromiseRecord | None:
         raise
 
 
-async def read_run(resonate: Resonate, run_id: str, *, steps: bool = True) -> RunView | None:
+async def read_run(resonate: Resonate, run_id: str, *, with_steps: bool = True) -> RunView | None:
     """The run ``run_id`` with every step so far, or None if there is no such run.
 
-    ``steps=False`` reads the root promise alone: one request instead of one per step.
+    ``with_steps=False`` reads the root promise alone: one request instead of one per step.
     """
     root = await get_promise(resonate, run_id)
     if root is None or not _is_run(root):
         return None
-    with_steps, steps = steps, []
+    steps: list[StepView] = []
     while with_steps and (child := await _child(resonate, f"{run_id}:{len(steps) + 1}", run_id)) is not None:
         steps.append(_step(child))
     status = _STATUS[root.state]

@@ -19,7 +19,6 @@ from databricks.sdk import errors as dbx
 TIMED_OUT = "timed out:"
 
 
-
 class WaitTimedOut(Exception):
     """Nothing settled a wait (``ctx.promise()``) by its deadline."""
 

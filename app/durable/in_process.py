@@ -18,7 +18,7 @@ two of its choices stand in the way there:
   server's own 1 s sweep times such promises out, and resumes the pipeline.
 
 Subclassing keeps every request handler the SDK's own; only the bookkeeping changes.
-``tests/test_in_process_server.py`` replays the same workload on both and compares.
+``tests/test_in_process_server.py`` checks each indexed answer against the scan it replaces.
 """
 
 from __future__ import annotations

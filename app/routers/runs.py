@@ -45,7 +45,7 @@ async def start(runtime: Runtime, run_id: str, pipeline_name: str, params: dict[
     # Resonate starts an id once whatever we do; the lock is so that of two requests
     # racing to start it, only one is told it created the run (in this process).
     async with runtime.starting(run_id):
-        existing = await read_run(runtime.resonate, run_id, steps=False)
+        existing = await read_run(runtime.resonate, run_id, with_steps=False)
         if existing is not None:
             if existing.pipeline != pipeline.name:
                 raise HTTPException(
@@ -61,7 +61,7 @@ async def start(runtime: Runtime, run_id: str, pipeline_name: str, params: dict[
             raise HTTPException(422, f"bad params for {pipeline.name}: {problems}") from None
         await runtime.start_run(run_id, pipeline, validated)
         # A run a moment old has no steps worth a request each to read.
-        run = await read_run(runtime.resonate, run_id, steps=False)
+        run = await read_run(runtime.resonate, run_id, with_steps=False)
     assert run is not None
     return run, True
 
