@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,12 +60,14 @@ class Service:
                 return run
         raise TimeoutError(f"run {run_id} did not finish in {timeout}s")
 
-    def wait_until(self, run_id: str, status: str, timeout: float = 30) -> dict:
-        """Poll GET /runs/{id} until the run reaches ``status`` (e.g. "waiting")."""
+    def wait_until(
+        self, run_id: str, status: str, timeout: float = 30, *, also: Callable[[dict], bool] | None = None
+    ) -> dict:
+        """Poll GET /runs/{id} until the run reaches ``status`` (e.g. "waiting"), and ``also``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             run = self.http.get(f"/runs/{run_id}").raise_for_status().json()
-            if run["status"] == status:
+            if run["status"] == status and (also is None or also(run)):
                 return run
             time.sleep(0.02)
         raise TimeoutError(f"run {run_id} did not become {status!r} in {timeout}s: {run}")

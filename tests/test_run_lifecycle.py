@@ -67,7 +67,8 @@ def test_a_pipelines_own_wait_timeout_applies_to_its_waits(service: Service) -> 
 
 def test_cancel_ends_the_run_and_its_wait(service: Service) -> None:
     start(service, "life-cancel", "notebook_job", job="slow", params={"seconds": "20"})
-    service.wait_until("life-cancel", "waiting")
+    # "waiting" shows as soon as the callback promise exists, a moment before run_job starts.
+    service.wait_until("life-cancel", "waiting", also=lambda run: bool(run["databricks_runs"]))
 
     response = service.http.post("/runs/life-cancel/cancel")
 
