@@ -137,7 +137,7 @@ class ApiAccess:
         raise HTTPException(code, detail, headers={"WWW-Authenticate": challenge})
 
 
-def current_user(request: Request) -> str:
+async def current_user(request: Request) -> str:  # async: FastAPI runs a sync one on a thread
     """Who made the request: a forwarded user, ``api-token``, or ``anonymous``."""
     return getattr(request.state, "user", None) or ANONYMOUS
 

@@ -7,14 +7,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import importlib
+import inspect
 import logging
+import pkgutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import APIRouter, FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.dependencies.utils import get_dependant
+from fastapi.routing import APIRoute
 
+from app import routers
 from app.main import create_app
 from app.security import ApiAccess, CurrentUser, audit
 from tests.harness import SECRET, Service, make_settings, running_service
@@ -344,3 +352,31 @@ def test_a_run_started_with_the_token_is_reachable_through_the_proxy_too(app_beh
 
     assert started.status_code == 201
     assert app_behind_proxy.http.get("/runs/auth-both", headers=ADA).json()["id"] == "auth-both"
+
+
+def test_no_endpoint_or_dependency_hops_to_a_worker_thread() -> None:
+    """FastAPI runs a sync ``def`` endpoint or dependency on a worker thread, per request.
+    One such hop in POST /runs cost a seventh of a start's CPU (docs/PERFORMANCE.md)."""
+    access = ApiAccess.from_settings(make_settings(Path("unused"), api_token=TOKEN, trust_forwarded_user=True))
+    modules = [importlib.import_module(f"app.routers.{info.name}") for info in pkgutil.iter_modules(routers.__path__)]
+    dependants = [
+        route.dependant
+        for module in modules
+        for route in getattr(module, "router", APIRouter()).routes
+        if isinstance(route, APIRoute)
+    ]
+    dependants += [get_dependant(path="/", call=depends.dependency) for depends in access.dependencies()]
+
+    def calls(dependant: Dependant) -> Iterator[Any]:
+        yield dependant.call
+        for sub in dependant.dependencies:
+            yield from calls(sub)
+
+    def on_the_loop(call: Any) -> bool:
+        return inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(getattr(call, "__call__", None))
+
+    found = [call for dependant in dependants for call in calls(dependant) if call is not None]
+    on_threads = {getattr(call, "__qualname__", type(call).__name__) for call in found if not on_the_loop(call)}
+
+    assert len(found) > len(dependants) > 10  # the walk reached the routes and their dependencies
+    assert on_threads == set()
