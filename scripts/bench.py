@@ -3,6 +3,7 @@
 
     .venv/bin/python scripts/bench.py                 # N = 100, 1000, 5000 (the SDK side takes ~3 min at 5000)
     .venv/bin/python scripts/bench.py --n 1000        # one size (about 15 s)
+    .venv/bin/python scripts/bench.py --n 1000 --repeat 5   # medians of 5 rounds, sides alternating
     .venv/bin/python scripts/bench.py --n 1000 --count-requests --idle 75
     .venv/bin/python scripts/bench.py --n 1000 --resonate-url http://127.0.0.1:8001
     .venv/bin/python scripts/bench.py --n 1000 --profile pyinstrument --profile-dir /tmp/prof
@@ -46,6 +47,7 @@ import os
 import random
 import resource
 import signal
+import statistics
 import string
 import subprocess
 import sys
@@ -830,10 +832,32 @@ def fmt(key: str, value: float) -> str:
     return f"{value:,.1f}" if value >= 10 else f"{value:,.2f}"
 
 
-def table(sdk: dict[str, Any], dara: dict[str, Any], goal: float) -> str:
+def median_result(results: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Each figure's median over the rounds; counts and the rest from the first round."""
+    if not results:
+        return None
+    merged = dict(results[0])
+    for key, value in merged.items():
+        if isinstance(value, float):
+            merged[key] = statistics.median(r[key] for r in results)
+    return merged
+
+
+def cost(key: str, better: str, sdk: float, dara: float) -> float:
+    """DARA's cost relative to the SDK: larger is worse for DARA, whichever way the figure runs."""
+    if not sdk or not dara:
+        return float("nan")
+    return sdk / dara if better == "high" else dara / sdk
+
+
+def table(
+    sdk: dict[str, Any], dara: dict[str, Any], goal: float, rounds: dict[str, list[dict[str, Any]]] | None = None
+) -> str:
+    """The side-by-side table; with ``rounds``, also each round's ratio (round k against round k)."""
+    each = " each round (x) |" if rounds else ""
     lines = [
-        "| figure | unit | bare SDK | DARA | DARA cost (x) | <= %.2fx |" % goal,
-        "| --- | --- | ---: | ---: | ---: | :---: |",
+        "| figure | unit | bare SDK | DARA | DARA cost (x) | <= %.2fx |%s" % (goal, each),
+        "| --- | --- | ---: | ---: | ---: | :---: |" + (" ---: |" if rounds else ""),
     ]
     for key, label, unit, better in rows(bool(sdk.get("idle_s"))):
         a, b = sdk[key], dara[key]
@@ -842,10 +866,14 @@ def table(sdk: dict[str, Any], dara: dict[str, Any], goal: float) -> str:
         elif key == "resolve_tput":  # an HTTP answer against an in-process call: informative only
             ratio_text, verdict = f"{a / b:.2f}", "(transport)"
         else:
-            ratio = (a / b if better == "high" else b / a) if a and b else float("nan")
+            ratio = cost(key, better, a, b)
             ratio_text = f"{ratio:.2f}"
             verdict = "yes" if ratio <= goal else "NO"
-        lines.append(f"| {label} | {unit} | {fmt(key, a)} | {fmt(key, b)} | {ratio_text} | {verdict} |")
+        line = f"| {label} | {unit} | {fmt(key, a)} | {fmt(key, b)} | {ratio_text} | {verdict} |"
+        if rounds:
+            pairs = zip(rounds["sdk"], rounds["dara"], strict=True)
+            line += " " + " ".join(f"{cost(key, better, s[key], d[key]):.2f}" for s, d in pairs) + " |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -923,17 +951,20 @@ async def orchestrate(args: argparse.Namespace) -> int:
     for backend in backends:
         for n in sizes:
             bar = Bar()
+            rounds: dict[str, list[dict[str, Any]]] = {"sdk": [], "dara": []}
             try:
-                sdk = dara = None
-                if "sdk" in args.sides:
-                    bar.label = f"sdk  n={n} {backend_name(backend)}"
-                    sdk = await sdk_subprocess(args, n, backend, bar)
-                if "dara" in args.sides:
-                    bar.label = f"dara n={n} {backend_name(backend)}"
-                    dara = await dara_side(args, n, backend, bar)
+                for round_ in range(args.repeat):
+                    # Alternate which side goes first, so a slow spell on the machine
+                    # does not always land on the same side.
+                    order = ["sdk", "dara"] if round_ % 2 == 0 else ["dara", "sdk"]
+                    for side in (s for s in order if s in args.sides):
+                        bar.label = f"{side:<4} n={n} {backend_name(backend)} {round_ + 1}/{args.repeat}"
+                        run_side = sdk_subprocess if side == "sdk" else dara_side
+                        rounds[side].append(await run_side(args, n, backend, bar))
             finally:
                 bar.close()
-            results.append({"backend": backend_name(backend), "n": n, "sdk": sdk, "dara": dara})
+            sdk, dara = median_result(rounds["sdk"]), median_result(rounds["dara"])
+            results.append({"backend": backend_name(backend), "n": n, "sdk": sdk, "dara": dara, "rounds": rounds})
             if sdk is None or dara is None:
                 print(f"\n## {backend_name(backend)} backend, N={n}: {'dara' if sdk is None else 'sdk'} only\n")
                 for key, label, unit, _ in rows():
@@ -943,9 +974,11 @@ async def orchestrate(args: argparse.Namespace) -> int:
             print(
                 f"\n## {backend_name(backend)} backend{indexed}, N={n}, concurrency {args.concurrency}, "
                 f"{args.step_kind} steps, {args.loop} loop, uvicorn http={args.http}; "
-                f"{sdk['single_n']} single resolves, burst of {sdk['burst_n']}\n"
+                f"{sdk['single_n']} single resolves, burst of {sdk['burst_n']}"
+                + (f"; median of {args.repeat} rounds per side, sides alternating" if args.repeat > 1 else "")
+                + "\n"
             )
-            print(table(sdk, dara, args.goal))
+            print(table(sdk, dara, args.goal, rounds if args.repeat > 1 else None))
             print(f"\n(dara's HTTP client used {dara['client_cpu_s']:.1f} s CPU in this process)", flush=True)
             if args.count_requests:
                 print("\n" + request_table(sdk, dara), flush=True)
@@ -966,6 +999,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sides", default="sdk,dara", help="which sides to run (default %(default)s)")
     parser.add_argument("--loop", choices=("shipped", "asyncio", "uvloop"), default="shipped", help="event loops: 'shipped' (default) runs each side as its users would, DARA on uvicorn's choice (uvloop, installed with DARA) and the SDK on asyncio.run; 'asyncio' or 'uvloop' runs both on that loop")
     parser.add_argument("--http", choices=("auto", "h11", "httptools"), default="auto", help="uvicorn's HTTP parser for DARA (default %(default)s: httptools if installed, as `python -m app`)")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds per side, sides alternating; the table shows each figure's median (default %(default)s)")
     parser.add_argument("--goal", type=float, default=1.25, help="the DARA/SDK cost ratio to meet (default %(default)s)")
     parser.add_argument("--profile", choices=("cprofile", "pyinstrument"), help="profile the measured process during the measured phases")
     parser.add_argument("--profile-dir", default="bench-profiles", help="where --profile writes (default %(default)s)")
