@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from app.runtime import Runtime
 from app.workspace.deploy import demo_job_settings, import_notebooks
 from steps.jobs import cancel_run, upsert_job
 from tests.databricks_double import DatabricksDouble, workspace_client
@@ -135,3 +136,16 @@ def test_cancel_run_step_cancels_through_the_jobs_api(databricks_double: Databri
     assert cancel_run(workspace_client(databricks_double), 42) == 42
     [request] = databricks_double.requests_to("POST", "/api/2.2/jobs/runs/cancel")
     assert request.json == {"run_id": 42}
+
+
+@pytest.mark.anyio
+async def test_a_start_returns_with_the_run_already_at_its_first_wait(tmp_path: Path) -> None:
+    """On the in-process server the run's first stretch runs inside the start: a loaded
+    loop would otherwise take a turn to create the run and another to begin it."""
+    runtime = await Runtime.start(make_settings(tmp_path, deploy_on_start=False))
+    try:
+        await runtime.start_run("at-once", runtime.pipelines["waits_for_callback"], {})
+
+        assert (await runtime.resonate.promises.get("at-once:1")).state == "pending"
+    finally:
+        await runtime.stop()
