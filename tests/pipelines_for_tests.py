@@ -32,3 +32,10 @@ def starts_job_then_waits(ctx: Context, job: str) -> Generator[Any, Any, dict[st
     run: JobRun = yield ctx.run(run_job, job, {})
     value = yield done
     return {"run_id": run.run_id, "value": value}
+
+
+@pipeline
+def detaches_then_waits(ctx: Context) -> Generator[Any, Any, Any]:
+    """Start a detached ``waits_for_callback`` before anything else, then wait for `<run>:2`."""
+    yield ctx.detach("waits_for_callback")
+    return (yield ctx.promise())

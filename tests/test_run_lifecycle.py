@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
+from resonate.types import Value
 
 from app.runtime import Runtime
 from app.workspace.deploy import demo_job_settings, import_notebooks
@@ -147,5 +149,27 @@ async def test_a_start_returns_with_the_run_already_at_its_first_wait(tmp_path: 
         await runtime.start_run("at-once", runtime.pipelines["waits_for_callback"], {})
 
         assert (await runtime.resonate.promises.get("at-once:1")).state == "pending"
+    finally:
+        await runtime.stop()
+
+
+@pytest.mark.anyio
+async def test_a_call_detached_in_the_first_stretch_runs_nested_in_the_start(tmp_path: Path) -> None:
+    """Eagerly, what the first stretch detaches also runs inside the start, up to its own
+    wait; each run then finishes on its own callback."""
+    runtime = await Runtime.start(make_settings(tmp_path, deploy_on_start=False))
+    try:
+        await runtime.start_run("detaching", runtime.pipelines["detaches_then_waits"], {})
+
+        assert runtime.local_server is not None
+        promises = runtime.local_server.state.promises.values()
+        waits = sorted(p.id for p in promises if p.tags.get("resonate:external") == "true")
+        (detached,) = [p.id for p in promises if p.tags.get("resonate:parent") == "detaching" and p.id not in {"detaching", *waits}]
+        assert len(waits) == 2  # the run's own and the detached run's
+        for wait in waits:
+            await runtime.resonate.promises.resolve(wait, Value(data=wait))
+        with anyio.fail_after(30):
+            results = [await (await runtime.resonate.get(root)).result() for root in ("detaching", detached)]
+        assert sorted(results) == waits
     finally:
         await runtime.stop()
