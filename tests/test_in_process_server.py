@@ -1,8 +1,9 @@
 """DARA's in-process server answers as the SDK's does, from indexes instead of scans.
 
 The server under test checks itself: each indexed ``preload`` is compared with the
-SDK's scan over the same table, and each task fulfilled is checked to be no promise's
-awaiter any more, which is what the SDK's scan in ``enqueue_settle`` ensures. A mixed
+SDK's scan over the same table, each task fulfilled is checked to be no promise's
+awaiter any more, which is what the SDK's scan in ``enqueue_settle`` ensures, and each
+sweep's due timeouts, found from a heap, are compared with a walk of the whole table. A mixed
 workload then runs through it: steps, waits resolved, rejected and timed out, detached
 watchdogs with durable sleeps, a failing pipeline, and a run ended from outside while
 it waits (as ``POST /runs/{id}/cancel`` ends one).
@@ -11,18 +12,19 @@ it waits (as ``POST /runs/{id}/cancel`` ends one).
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable, Generator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from resonate.connections.local import ServerState
+from resonate.connections.local import PTimeout, ServerState
 from resonate.resonate import Resonate
 from resonate.retry import Never
 from resonate.types import Value
 
 from app.durable import Context, WaitDefaults, drive
-from app.durable.in_process import IndexedServerState, InProcessServer
+from app.durable.in_process import IndexedServerState, InProcessServer, _Timeouts
 from app.watchers import register_watchers
 
 pytestmark = pytest.mark.anyio
@@ -35,6 +37,16 @@ class CheckedState(IndexedServerState):
         super().__init__()
         self.preloads = 0
         self.fulfilled = 0
+        self.swept_due = 0
+
+    def tick(self, now: int) -> None:
+        for table in (self.p_timeouts, self.t_timeouts):
+            table.now = now
+            due = [entry.id for entry in table]
+            table.now = None
+            assert sorted(due) == sorted(e.id for e in table.values() if now >= e.timeout), now
+            self.swept_due += len(due)
+        super().tick(now)
 
     def preload(self, promise_id: str) -> list[dict[str, Any]]:
         indexed = super().preload(promise_id)
@@ -94,7 +106,8 @@ async def test_the_indexed_server_answers_as_the_sdks_scans_do(backend_times_out
                 await until_created(state, f"w{i}:2")
                 settle = resonate.promises.resolve if i % 2 == 0 else resonate.promises.reject
                 await settle(f"w{i}:2", Value(data=i))
-        results = {run_id: await handle.result() for run_id, handle in handles.items()}
+        async with asyncio.timeout(30):  # a sweep that missed a deadline would leave a wait hanging
+            results = {run_id: await handle.result() for run_id, handle in handles.items()}
         with pytest.raises(Exception, match="no"):
             await failing.result()
         with pytest.raises(Exception, match="cancelled"):
@@ -107,7 +120,7 @@ async def test_the_indexed_server_answers_as_the_sdks_scans_do(backend_times_out
         value = "timed out:" if i % 4 == 3 else i if i % 2 == 0 else f"unknown error: {i}"
         expected[f"w{i}"] = [2 * i, value, 4 * i]
     assert results == expected
-    assert state.preloads > 0 and state.fulfilled >= 14
+    assert state.preloads > 0 and state.fulfilled >= 14 and state.swept_due >= 3
     assert state.promises["c:2"].state == "pending" and not state.promises["c:2"].awaiters
     if backend_times_out:  # only the wait nobody settled still has a deadline to keep
         assert set(state.p_timeouts.keys()) == {"c:2"}
@@ -122,3 +135,27 @@ async def until(condition: Callable[[], bool]) -> None:
     async with asyncio.timeout(10):
         while not condition():
             await asyncio.sleep(0)
+
+
+def test_the_deadline_heap_finds_what_a_walk_of_the_table_finds() -> None:
+    """Deadlines added, moved earlier and later, and deleted in a seeded random order;
+    at each sweep the heap's due entries are the table's, and its garbage stays bounded."""
+    rng = random.Random(5)
+    table = _Timeouts()
+    for now in range(0, 5000, 10):
+        for _ in range(rng.randint(0, 6)):
+            key = f"p{rng.randint(0, 40)}"
+            if rng.random() < 0.3:
+                table.pop(key, None)
+            else:
+                far = rng.random() < 0.3  # a lease or a long deadline: its heap entry never comes up
+                table.put(PTimeout(id=key, timeout=now + (10**9 if far else rng.randint(-5, 300))))
+        table.now = now
+        due = sorted(entry.id for entry in table)
+        table.now = None
+
+        assert due == sorted(e.id for e in table.values() if now >= e.timeout), now
+        assert len(table._heap) <= 2 * len(table) + 64
+        for key in due:
+            if rng.random() < 0.5:  # what the sweep settles, it deletes
+                del table[key]

@@ -7,9 +7,10 @@ two of its choices stand in the way there:
 * **Every request costs O(everything stored).** ``preload`` scans all promises on each
   task create/acquire/fence and suspend redirect, ``enqueue_settle`` scans all
   promises on each task fulfilled, and the timeout tables are lists searched and
-  rebuilt on every change. N runs therefore cost O(N^2): at 1,000 runs the scans
-  were 63% of the CPU (docs/PERFORMANCE.md). :class:`IndexedServerState` answers the
-  same records in the same order from indexes.
+  rebuilt on every change, and walked whole by the 1 s sweep. N runs therefore cost
+  O(N^2): at 1,000 runs the scans were 63% of the CPU (docs/PERFORMANCE.md), and
+  runs that only wait still cost a walk a second. :class:`IndexedServerState` answers
+  the same records in the same order from indexes, and its sweep visits only what is due.
 * **A wait's deadline is never enforced.** A promise without a target (what
   ``ctx.promise()`` creates) only times out when something happens to read it, so a
   pipeline waiting past its deadline would wait forever. The server keeps that
@@ -23,6 +24,7 @@ Subclassing keeps every request handler the SDK's own; only the bookkeeping chan
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterator
 from typing import Any
 
@@ -46,11 +48,42 @@ class _Promises(dict[str, Any]):
 
 
 class _Timeouts(dict[str, Any]):
-    """id -> timeout. Iterates a snapshot of its values, as the list it replaces did:
-    the sweep (``tick``) deletes entries while it walks them."""
+    """id -> timeout, plus a heap of deadlines, so that the sweep visits only what is due.
+
+    The SDK's sweep (``tick``) walks its whole table every second and skips what is not
+    due yet: with every wait's deadline in it, that was the idle cost of a waiting run.
+    Iterating this table during a sweep yields just the entries due at ``now``, from the
+    heap, as a snapshot (the sweep deletes entries while it walks them). A deadline that
+    was moved or deleted leaves its old heap entry behind until it comes up; when those
+    outnumber the live entries the heap is rebuilt.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._heap: list[tuple[int, str]] = []
+        #: The sweep's time, set by :meth:`IndexedServerState.tick`; None: iterate everything.
+        self.now: int | None = None
+
+    def put(self, entry: Any) -> None:
+        """Add or replace the timeout ``entry`` (a PTimeout or TTimeout) under its id."""
+        self[entry.id] = entry
+        heapq.heappush(self._heap, (entry.timeout, entry.id))
+        if len(self._heap) > 2 * len(self) + 64:
+            self._heap = [(e.timeout, e.id) for e in self.values()]
+            heapq.heapify(self._heap)
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
-        return iter(list(self.values()))
+        if self.now is None:
+            return iter(list(self.values()))
+        due: dict[str, Any] = {}
+        while self._heap and self._heap[0][0] <= self.now:
+            deadline, key = heapq.heappop(self._heap)
+            entry = self.get(key)
+            if entry is not None and entry.timeout == deadline:
+                due[key] = entry
+        for entry in due.values():  # due, not yet deleted: the sweep may leave it in place
+            heapq.heappush(self._heap, (entry.timeout, entry.id))
+        return iter(list(due.values()))
 
 
 class IndexedServerState(ServerState):
@@ -113,20 +146,21 @@ class IndexedServerState(ServerState):
             if (promise := self.promises.get(awaited)) is not None:
                 promise.awaiters.discard(promise_id)
 
+    def tick(self, now: int) -> None:
+        self.p_timeouts.now = self.t_timeouts.now = now
+        try:
+            super().tick(now)
+        finally:
+            self.p_timeouts.now = self.t_timeouts.now = None
+
     def set_p_timeout(self, promise_id: str, timeout: int) -> None:
-        if (existing := self.p_timeouts.get(promise_id)) is not None:
-            existing.timeout = timeout
-        else:
-            self.p_timeouts[promise_id] = PTimeout(id=promise_id, timeout=timeout)
+        self.p_timeouts.put(PTimeout(id=promise_id, timeout=timeout))
 
     def del_p_timeout(self, promise_id: str) -> None:
         self.p_timeouts.pop(promise_id, None)
 
     def set_t_timeout(self, task_id: str, typ: int, timeout: int) -> None:
-        if (existing := self.t_timeouts.get(task_id)) is not None:
-            existing.typ, existing.timeout = typ, timeout
-        else:
-            self.t_timeouts[task_id] = TTimeout(id=task_id, typ=typ, timeout=timeout)
+        self.t_timeouts.put(TTimeout(id=task_id, typ=typ, timeout=timeout))
 
     def del_t_timeout(self, task_id: str) -> None:
         self.t_timeouts.pop(task_id, None)
