@@ -967,8 +967,9 @@ async def orchestrate(args: argparse.Namespace) -> int:
             results.append({"backend": backend_name(backend), "n": n, "sdk": sdk, "dara": dara, "rounds": rounds})
             if sdk is None or dara is None:
                 print(f"\n## {backend_name(backend)} backend, N={n}: {'dara' if sdk is None else 'sdk'} only\n")
-                for key, label, unit, _ in rows():
-                    print(f"| {label} | {unit} | {fmt(key, (sdk or dara)[key])} |")
+                only = sdk or dara
+                for key, label, unit, _ in rows(bool(only.get("idle_s"))):
+                    print(f"| {label} | {unit} | {fmt(key, only[key])} |")
                 continue
             indexed = " (the SDK on DARA's in-process server)" if args.sdk_on_dara_server and not backend else ""
             print(
