@@ -356,7 +356,7 @@ def test_a_run_started_with_the_token_is_reachable_through_the_proxy_too(app_beh
 
 def test_no_endpoint_or_dependency_hops_to_a_worker_thread() -> None:
     """FastAPI runs a sync ``def`` endpoint or dependency on a worker thread, per request.
-    One such hop in POST /runs cost a seventh of a start's CPU (docs/PERFORMANCE.md)."""
+    One such hop in POST /runs cost about 6% of a start's CPU (docs/PERFORMANCE.md)."""
     access = ApiAccess.from_settings(make_settings(Path("unused"), api_token=TOKEN, trust_forwarded_user=True))
     modules = [importlib.import_module(f"app.routers.{info.name}") for info in pkgutil.iter_modules(routers.__path__)]
     dependants = [
