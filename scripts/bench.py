@@ -843,7 +843,7 @@ def median_result(results: list[dict[str, Any]]) -> dict[str, Any] | None:
     return merged
 
 
-def cost(key: str, better: str, sdk: float, dara: float) -> float:
+def cost(better: str, sdk: float, dara: float) -> float:
     """DARA's cost relative to the SDK: larger is worse for DARA, whichever way the figure runs."""
     if not sdk or not dara:
         return float("nan")
@@ -866,13 +866,13 @@ def table(
         elif key == "resolve_tput":  # an HTTP answer against an in-process call: informative only
             ratio_text, verdict = f"{a / b:.2f}", "(transport)"
         else:
-            ratio = cost(key, better, a, b)
+            ratio = cost(better, a, b)
             ratio_text = f"{ratio:.2f}"
             verdict = "yes" if ratio <= goal else "NO"
         line = f"| {label} | {unit} | {fmt(key, a)} | {fmt(key, b)} | {ratio_text} | {verdict} |"
         if rounds:
             pairs = zip(rounds["sdk"], rounds["dara"], strict=True)
-            line += " " + " ".join(f"{cost(key, better, s[key], d[key]):.2f}" for s, d in pairs) + " |"
+            line += " " + " ".join(f"{cost(better, s[key], d[key]):.2f}" for s, d in pairs) + " |"
         lines.append(line)
     return "\n".join(lines)
 

@@ -3,7 +3,7 @@ reaches its deadline, users can cancel it, and failures explain themselves."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import anyio
@@ -140,36 +140,39 @@ def test_cancel_run_step_cancels_through_the_jobs_api(databricks_double: Databri
     assert request.json == {"run_id": 42}
 
 
+@pytest.fixture
+async def runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
+    """A runtime on embedded defaults, without the service around it."""
+    runtime = await Runtime.start(make_settings(tmp_path, deploy_on_start=False))
+    try:
+        yield runtime
+    finally:
+        await runtime.stop()
+
+
 @pytest.mark.anyio
-async def test_a_start_returns_with_the_run_already_at_its_first_wait(tmp_path: Path) -> None:
+async def test_a_start_returns_with_the_run_already_at_its_first_wait(runtime: Runtime) -> None:
     """On the in-process server the run's first stretch runs inside the start: a loaded
     loop would otherwise take a turn to create the run and another to begin it."""
-    runtime = await Runtime.start(make_settings(tmp_path, deploy_on_start=False))
-    try:
-        await runtime.start_run("at-once", runtime.pipelines["waits_for_callback"], {})
+    await runtime.start_run("at-once", runtime.pipelines["waits_for_callback"], {})
 
-        assert (await runtime.resonate.promises.get("at-once:1")).state == "pending"
-    finally:
-        await runtime.stop()
+    assert (await runtime.resonate.promises.get("at-once:1")).state == "pending"
 
 
 @pytest.mark.anyio
-async def test_a_call_detached_in_the_first_stretch_runs_nested_in_the_start(tmp_path: Path) -> None:
+async def test_a_call_detached_in_the_first_stretch_runs_nested_in_the_start(runtime: Runtime) -> None:
     """Eagerly, what the first stretch detaches also runs inside the start, up to its own
     wait; each run then finishes on its own callback."""
-    runtime = await Runtime.start(make_settings(tmp_path, deploy_on_start=False))
-    try:
-        await runtime.start_run("detaching", runtime.pipelines["detaches_then_waits"], {})
+    await runtime.start_run("detaching", runtime.pipelines["detaches_then_waits"], {})
 
-        assert runtime.local_server is not None
-        promises = runtime.local_server.state.promises.values()
-        waits = sorted(p.id for p in promises if p.tags.get("resonate:external") == "true")
-        (detached,) = [p.id for p in promises if p.tags.get("resonate:parent") == "detaching" and p.id not in {"detaching", *waits}]
-        assert len(waits) == 2  # the run's own and the detached run's
-        for wait in waits:
-            await runtime.resonate.promises.resolve(wait, Value(data=wait))
-        with anyio.fail_after(30):
-            results = [await (await runtime.resonate.get(root)).result() for root in ("detaching", detached)]
-        assert sorted(results) == waits
-    finally:
-        await runtime.stop()
+    assert runtime.local_server is not None
+    promises = runtime.local_server.state.promises.values()
+    waits = sorted(p.id for p in promises if p.tags.get("resonate:external") == "true")
+    others = {"detaching", *waits}
+    (detached,) = [p.id for p in promises if p.tags.get("resonate:parent") == "detaching" and p.id not in others]
+    assert len(waits) == 2  # the run's own and the detached run's
+    for wait in waits:
+        await runtime.resonate.promises.resolve(wait, Value(data=wait))
+    with anyio.fail_after(30):
+        results = [await (await runtime.resonate.get(root)).result() for root in ("detaching", detached)]
+    assert sorted(results) == waits
