@@ -7,6 +7,10 @@
   value a few hundred levels deep is accepted, stored, and then cannot be serialised
   back by ``GET /runs/{id}``. :func:`check_json_depth` applies the same cap to JSON
   that travels outside a JSON body: a query parameter, a form field.
+- **Unpaired surrogates**: 422 for JSON whose strings escape half a UTF-16 surrogate
+  pair (``"\\ud800"``). Python's parser accepts it, but the string is not Unicode: it
+  cannot be encoded to be stored, and the Resonate backend would fail on it (a 503).
+  Checked in every JSON body, and by :func:`check_json_depth` too.
 """
 
 from __future__ import annotations
@@ -60,12 +64,15 @@ def error_response(description: str) -> dict[str, object]:
 LIMIT_RESPONSES: dict[int | str, dict[str, object]] = {
     400: {
         "description": "The HTTP server could not read the request, e.g. a URL or headers over its "
-        "size limit, before DARA saw it. Plain text."
+        "size limit, before DARA saw it (plain text); or the request addressed a host DARA does not "
+        "answer to, which DARA_ALLOWED_HOSTS can add (JSON).",
+        "content": {"application/json": {"schema": ERROR_BODY}, "text/plain": {"schema": {"type": "string"}}},
     },
     413: error_response("The request body is over DARA_MAX_VALUE_BYTES."),
     422: error_response(
         "The request is invalid: a field (FastAPI's list of errors), a JSON body nested deeper "
-        "than DARA_MAX_JSON_DEPTH, or a value the route refuses (a message saying what to fix)."
+        "than DARA_MAX_JSON_DEPTH or with an unpaired surrogate, or a value the route refuses "
+        "(a message saying what to fix)."
     ),
 }
 
@@ -110,12 +117,49 @@ def depth_message(what: str, depth: int, max_depth: int) -> str:
 
 
 def check_json_depth(text: str | bytes | None, max_depth: int, what: str) -> None:
-    """422 if JSON text nests deeper than ``max_depth``; for JSON outside a request body."""
+    """422 if JSON text nests deeper than ``max_depth``, or holds an unpaired surrogate;
+    for JSON outside a request body."""
     if text is None:
         return
     depth = too_deep(text, max_depth)
     if depth is not None:
         raise HTTPException(422, depth_message(what, depth, max_depth))
+    if (surrogate := unpaired_surrogate(text)) is not None:
+        raise HTTPException(422, surrogate_message(what, surrogate))
+
+
+#: A JSON escape: a surrogate pair, a lone surrogate (group 1), or any other.
+_ESCAPE = re.compile(
+    rb"\\(?:u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|(u[dD][89a-fA-F][0-9a-fA-F]{2})|.)",
+    re.DOTALL,
+)
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def unpaired_surrogate(text: str | bytes) -> str | None:
+    """The first unpaired surrogate in JSON text, escaped (``\\ud800``) or raw, or None.
+
+    Scans the escapes left to right, so an escaped backslash (``\\\\ud800``) is not
+    mistaken for one; a pair (high then low) is a character, as JSON means it.
+    """
+    if isinstance(text, str):
+        if raw := _SURROGATE.search(text):
+            return f"\\u{ord(raw.group()):04x}"
+        text = text.encode("utf-8")
+    if _SURROGATE_ESCAPE.search(text) is None:  # the common case: nothing to look at
+        return None
+    for escape in _ESCAPE.finditer(text):
+        if escape[1] is not None:
+            return "\\" + escape[1].decode().lower()
+    return None
+
+
+def surrogate_message(what: str, surrogate: str) -> str:
+    return (
+        f"{what}: a string holds the unpaired surrogate {surrogate}, which is not valid Unicode; "
+        "send whole characters (one beyond U+FFFF as a high and a low surrogate together)"
+    )
 
 
 def is_json_body(content_type: bytes | None) -> bool:
@@ -171,6 +215,9 @@ class BodyLimit:
         depth = too_deep(utf8, max_depth)
         if depth is not None:
             await _answer(send, 422, depth_message("request body", depth, max_depth))
+            return
+        if (surrogate := unpaired_surrogate(utf8)) is not None:
+            await _answer(send, 422, surrogate_message("request body", surrogate))
             return
         replayed = False
 

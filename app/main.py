@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from resonate.error import ResonateError
 from resonate_base.connections import Network
 
+from app.http_guard import AllowedHosts, HttpGuard, declare_responses
 from app.limits import LIMIT_RESPONSES, BodyLimit
 from app.routers import callbacks, health, jobs, pages, pipelines, runs, uploads
 from app.runtime import Runtime
@@ -25,6 +26,7 @@ def create_app(settings: Settings | None = None, *, network: Network | None = No
     """The service. ``network`` lets a test share one in-process Resonate server."""
     settings = settings or get_settings()
     access = ApiAccess.from_settings(settings)  # refuses a too-short DARA_API_TOKEN up front
+    hosts = AllowedHosts.parse(settings.host_names)  # and a DARA_ALLOWED_HOSTS entry that is no host
     redact_access_log()
 
     @asynccontextmanager
@@ -62,7 +64,16 @@ def create_app(settings: Settings | None = None, *, network: Network | None = No
             dependencies=access.dependencies() if guarded else None,
             responses={**LIMIT_RESPONSES, **(access.responses() if guarded else {})},
         )
+    declare_responses(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_value_bytes, max_json_depth=settings.max_json_depth)
+    # Added last, so it runs first: a request for another host or from another site is
+    # refused before anything reads it, and every answer gets the security headers.
+    app.add_middleware(
+        HttpGuard,
+        hosts=hosts,
+        swagger_paths=(app.docs_url, app.swagger_ui_oauth2_redirect_url),
+        redoc_paths=(app.redoc_url,),
+    )
 
     @app.exception_handler(ResonateError)
     async def resonate_unavailable(request: Request, exc: ResonateError) -> JSONResponse:

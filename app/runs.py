@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from urllib.parse import urlsplit
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ from resonate.timing import now_ms
 from resonate.types import PromiseRecord
 
 from app.durable.errors import TIMED_OUT
+from app.durable.run_meta import RUN_META, RunMeta
 
 #: Run ids name the root promise. Resonate reserves ":" (it separates child ids).
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -42,7 +44,11 @@ _STATUS: dict[str, RunStatus] = {
 class DatabricksRun(BaseModel):
     job_id: int | None = None
     run_id: int
-    url: str
+    url: str | None = Field(
+        default=None,
+        description="The run's page, built by DARA from the workspace host and the ids "
+        "(never taken from a step's result); null when the host is not http(s).",
+    )
 
 
 class StepView(BaseModel):
@@ -65,6 +71,10 @@ class RunView(BaseModel):
     id: str
     pipeline: str
     status: RunStatus
+    started_by: str = Field(description="Who started the run; they and DARA_ADMINS may cancel it.")
+    incarnation: str = Field(
+        description="Unique to this creation of the run id; callback tokens are bound to it."
+    )
     params: dict[str, Any]
     progress: Progress = Field(description="Steps and waits settled, of those started so far.")
     started_at: datetime
@@ -104,6 +114,7 @@ async def list_runs(
     status: RunStatus | None = None,
     limit: int = 20,
     cursor: str | None = None,
+    workspace_host: str | None = None,
 ) -> RunPage:
     """Runs, newest first, filtered by pipeline and status, a page at a time.
 
@@ -126,7 +137,7 @@ async def list_runs(
         )
         index = int(cursor or 0)
         while index < len(roots) and len(runs) < limit:
-            run = await read_run(resonate, roots[index].id)
+            run = await read_run(resonate, roots[index].id, workspace_host=workspace_host)
             index += 1
             if wanted(run):
                 runs.append(run)  # type: ignore[arg-type]
@@ -135,7 +146,8 @@ async def list_runs(
     while True:
         found = await resonate.promises.search(None, {"resonate:scope": "global"}, limit, position)
         for record in found.promises:
-            if ":" not in record.id and wanted(run := await read_run(resonate, record.id)):
+            run = await read_run(resonate, record.id, workspace_host=workspace_host) if ":" not in record.id else None
+            if wanted(run):
                 runs.append(run)  # type: ignore[arg-type]
         position = found.cursor
         if len(runs) >= limit or position is None:
@@ -151,13 +163,16 @@ async def get_promise(resonate: Resonate, id: str) -> PromiseRecord | None:
         raise
 
 
-async def read_run(resonate: Resonate, run_id: str, *, with_steps: bool = True) -> RunView | None:
+async def read_run(
+    resonate: Resonate, run_id: str, *, with_steps: bool = True, workspace_host: str | None = None
+) -> RunView | None:
     """The run ``run_id`` with every step so far, or None if there is no such run.
 
     ``with_steps=False`` reads the root promise alone: one request instead of one per step.
+    ``workspace_host`` is where links to the run's Databricks runs point.
     """
     root = await get_promise(resonate, run_id)
-    if root is None or not _is_run(root):
+    if root is None or not is_run(root):
         return None
     steps: list[StepView] = []
     while with_steps and (child := await _child(resonate, f"{run_id}:{len(steps) + 1}", run_id)) is not None:
@@ -169,11 +184,14 @@ async def read_run(resonate: Resonate, run_id: str, *, with_steps: bool = True) 
     if status == "failed" and error is not None and error.startswith(TIMED_OUT):
         status = "timed_out"
     task = root.param.data or {}
+    meta = run_meta(root)
     work = [step for step in steps if step.kind != "watcher"]
     return RunView(
         id=run_id,
         pipeline=task.get("func", "?"),
         status=status,
+        started_by=meta.started_by,
+        incarnation=meta.incarnation,
         params=_params(task),
         progress=Progress(done=sum(step.state != "pending" for step in work), seen=len(work)),
         started_at=_time(root.created_at),
@@ -183,7 +201,9 @@ async def read_run(resonate: Resonate, run_id: str, *, with_steps: bool = True) 
         result=result,
         error=error,
         steps=steps,
-        databricks_runs=[run for step in steps if (run := _databricks_run(step.result))],
+        databricks_runs=[
+            run for step in steps if step.kind == "step" and (run := _databricks_run(step.result, workspace_host))
+        ],
     )
 
 
@@ -206,31 +226,35 @@ def _only_waits_pending(steps: list[StepView]) -> bool:
     return bool(pending) and not pending & {"step", "call"}
 
 
-def _is_run(root: PromiseRecord) -> bool:
+def is_run(root: PromiseRecord) -> bool:
     data = root.param.data
     return root.tags.get("resonate:origin") == root.id and isinstance(data, dict) and "func" in data
 
 
 def _params(task: dict[str, Any]) -> dict[str, Any]:
     args, kwargs = task.get("args") or [], task.get("kwargs") or {}
+    kwargs = {name: value for name, value in kwargs.items() if name != RUN_META}
     return {**{f"arg{i}": value for i, value in enumerate(args)}, **kwargs}
 
 
-def _step(record: PromiseRecord) -> StepView:
+def promise_kind(record: PromiseRecord) -> StepKind:
+    """What a child promise of a run is: only a ``callback`` is settled from outside."""
     tags = record.tags
+    func = record.param.data.get("func") if isinstance(record.param.data, dict) else None
+    if isinstance(func, str) and func.startswith("dara."):
+        return "watcher"
     if tags.get("resonate:timer") == "true":
-        kind: StepKind = "sleep"
-    elif tags.get("resonate:external") == "true":
-        kind = "callback"
-    elif tags.get("resonate:scope") == "local":
-        kind = "step"
-    else:
-        kind = "call"
-    name = None
-    if isinstance(record.param.data, dict):
-        name = record.param.data.get("func")
-        if isinstance(name, str) and name.startswith("dara."):
-            kind = "watcher"
+        return "sleep"
+    if tags.get("resonate:external") == "true":
+        return "callback"
+    if tags.get("resonate:scope") == "local":
+        return "step"
+    return "call"
+
+
+def _step(record: PromiseRecord) -> StepView:
+    kind = promise_kind(record)
+    name = record.param.data.get("func") if isinstance(record.param.data, dict) else None
     result, error = _outcome(record)
     if isinstance(result, dict) and set(result) == {"step", "result"}:
         name, result = result["step"], result["result"]
@@ -266,10 +290,32 @@ def _outcome(record: PromiseRecord) -> tuple[Any, str | None]:
     return None, None
 
 
-def _databricks_run(result: Any) -> DatabricksRun | None:
-    if isinstance(result, dict) and isinstance(result.get("run_id"), int) and "url" in result:
-        return DatabricksRun.model_validate(result)
-    return None
+def run_meta(root: PromiseRecord) -> RunMeta:
+    """What DARA recorded about the run whose root promise this is."""
+    task = root.param.data if isinstance(root.param.data, dict) else {}
+    return RunMeta.of((task.get("kwargs") or {}).get(RUN_META))
+
+
+def _databricks_run(result: Any, workspace_host: str | None) -> DatabricksRun | None:
+    """A Databricks run a step started (steps return ``{job_id, run_id, url}``), or None.
+
+    Only the ids are taken from the result; the link is rebuilt from the workspace
+    host, so no value recorded in a run -- a step's, let alone a notebook's -- can
+    make DARA's pages link to a ``javascript:`` URL or to another site.
+    """
+    if not (isinstance(result, dict) and isinstance(result.get("run_id"), int) and "url" in result):
+        return None
+    job_id = result.get("job_id") if isinstance(result.get("job_id"), int) else None
+    return DatabricksRun(job_id=job_id, run_id=result["run_id"], url=run_link(workspace_host, job_id, result["run_id"]))
+
+
+def run_link(workspace_host: str | None, job_id: int | None, run_id: int) -> str | None:
+    """The Databricks page of a run, if the host is an http(s) URL."""
+    host = (workspace_host or "").rstrip("/")
+    parts = urlsplit(host)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        return None
+    return f"{host}/jobs/{job_id}/runs/{run_id}" if job_id is not None else f"{host}/#job/runs/{run_id}"
 
 
 def _time(ms: int) -> datetime:

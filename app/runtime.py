@@ -24,13 +24,16 @@ from resonate_base.connections import Network
 
 import pipelines
 from app.callbacks import CallbackSigner, load_or_create_secret
-from app.durable import Pipeline, StepRetry, WaitDefaults
+from app.durable import Pipeline, RunMeta, StepRetry, WaitDefaults
+from app.durable.run_meta import RUN_META
 from app.durable.in_process import InProcessServer
 from app.settings import Settings
 from app.watchers import register_watchers
 from app.workspace.client import workspace_client
 from app.workspace.deploy import deploy_demo
 from app.workspace.embedded import EmbeddedWorkspace
+from steps.task_graph_root import TaskGraphRoot, WorkspaceRoot
+from steps.uploaded_files import UploadStore
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +90,17 @@ class Runtime:
     _starting: weakref.WeakValueDictionary[str, asyncio.Lock] = field(
         default_factory=weakref.WeakValueDictionary, repr=False
     )
+    #: Where task graphs are read (DARA_JOBS_ROOT), for routes and steps alike.
+    task_graphs: TaskGraphRoot = field(init=False)
+    #: Where their files may go in the workspace (DARA_NOTEBOOK_DIR).
+    workspace_root: WorkspaceRoot = field(init=False)
+    #: Uploaded files, by opaque handle, until their run has put them in a volume.
+    uploads: UploadStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.task_graphs = TaskGraphRoot(self.settings.jobs_root)
+        self.workspace_root = WorkspaceRoot(self.settings.notebook_dir)
+        self.uploads = UploadStore(self.settings.state_dir / "uploads")
 
     @classmethod
     async def start(cls, settings: Settings, *, network: Network | None = None) -> Runtime:
@@ -96,7 +110,9 @@ class Runtime:
             embedded = await asyncio.to_thread(EmbeddedWorkspace(directory).start)
         try:
             workspace = workspace_client(settings, embedded)
-            signer = CallbackSigner(callback_secret(settings), settings.callback_base_url)
+            signer = CallbackSigner(
+                callback_secret(settings), settings.callback_base_url, settings.callback_base_urls
+            )
             if settings.deploy_on_start:
                 job_id = await asyncio.to_thread(
                     deploy_demo, workspace, settings.notebook_dir, settings.demo_job_name
@@ -120,6 +136,10 @@ class Runtime:
             backend_times_out=getattr(network, "times_out_waits", False),
         )
         runtime.wire()
+        # Uploads a run never took (the service stopped first) outlive no run's deadline.
+        purged = await asyncio.to_thread(runtime.uploads.purge, settings.run_deadline)
+        if purged:
+            logger.info("removed %d upload(s) older than DARA_RUN_DEADLINE", purged)
         return runtime
 
     def wire(self) -> None:
@@ -133,8 +153,20 @@ class Runtime:
             self.settings,
             StepRetry(self.settings.step_retries, self.settings.step_retry_delay),
             WaitDefaults(self.settings.callback_timeout, backend_times_out=self.backend_times_out),
+            self.task_graphs,
+            self.workspace_root,
+            self.uploads,
         ):
             self.resonate.with_dependency(dependency)
+
+    @property
+    def workspace_host(self) -> str:
+        """The workspace's URL, which links to its runs are built from."""
+        return self.workspace.config.host or ""
+
+    def may_cancel(self, user: str, started_by: str) -> bool:
+        """Whether ``user`` may cancel a run ``started_by`` started: its owner or an admin."""
+        return user == started_by or user in self.settings.admins
 
     def starting(self, run_id: str) -> asyncio.Lock:
         """A lock held while a request checks for and starts ``run_id``."""
@@ -143,14 +175,18 @@ class Runtime:
             lock = self._starting[run_id] = asyncio.Lock()
         return lock
 
-    async def start_run(self, run_id: str, pipeline: Pipeline, params: dict[str, Any]) -> None:
-        """Start ``pipeline`` as ``run_id``; returns once its root promise exists.
+    async def start_run(
+        self, run_id: str, pipeline: Pipeline, params: dict[str, Any], *, started_by: str
+    ) -> None:
+        """Start ``pipeline`` as ``run_id`` for ``started_by``; returns once its root promise exists.
 
-        Starting an id that exists already is a no-op: Resonate dedupes on the id.
+        Starting an id that exists already is a no-op: Resonate dedupes on the id, and
+        the run keeps the facts (owner, incarnation) of its first start.
         """
         deadline: timedelta = pipeline.deadline or self.settings.run_deadline
+        meta = {RUN_META: RunMeta.new(started_by).as_kwarg()}
         with eager_tasks() if self.local_server is not None else contextlib.nullcontext():
-            handle = self.resonate.options(timeout=deadline).run(run_id, pipeline.durable, **params)
+            handle = self.resonate.options(timeout=deadline).run(run_id, pipeline.durable, **params, **meta)
         await handle.id()
 
     async def stop(self) -> None:

@@ -23,6 +23,7 @@ import hmac
 import logging
 import re
 from dataclasses import dataclass
+from urllib.parse import unquote_plus
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
@@ -152,16 +153,35 @@ def audit(user: str, action: str, run_id: str, pipeline: str | None = None) -> N
 
 
 class RedactQueryTokens(logging.Filter):
-    """Blank ``token=`` query values in uvicorn's access log (``POST /resolve?...&token=``)."""
+    """Blank secret query values in uvicorn's access log (``POST /resolve?...&token=``).
 
-    _TOKEN = re.compile(r"((?:^|[?&;])(?:token|callback_signature)=)[^&;\s\"]*", re.IGNORECASE)
+    The log shows the query as the client sent it, so a key may come in any case or
+    percent-encoding (``%74oken``, ``TOKEN``, ``callback%5Fsignature``): keys are decoded
+    before they are compared, and a secret's value is blanked whole, up to the next ``&``.
+    """
+
+    SECRET_KEYS = frozenset({"token", "callback_signature"})
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple) and any(isinstance(a, str) and "=" in a for a in record.args):
-            record.args = tuple(
-                self._TOKEN.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in record.args
-            )
+            record.args = tuple(self.redact(a) if isinstance(a, str) else a for a in record.args)
         return True
+
+    @classmethod
+    def redact(cls, text: str) -> str:
+        """``text`` (a path with its query, or a query) with every secret value blanked."""
+        path, mark, query = text.partition("?")
+        if not mark:
+            path, query = "", text
+        pairs = query.split("&")
+        for index, pair in enumerate(pairs):
+            parts = pair.split(";")  # not a separator to the server; a client may mean one
+            for at, part in enumerate(parts):
+                key, equals, _ = part.partition("=")
+                if equals and _query_key(key) in cls.SECRET_KEYS:
+                    pairs[index] = ";".join([*parts[:at], f"{key}=[redacted]"])
+                    break
+        return path + mark + "&".join(pairs)
 
 
 def redact_access_log() -> None:
@@ -169,6 +189,16 @@ def redact_access_log() -> None:
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, RedactQueryTokens) for f in access.filters):
         access.addFilter(RedactQueryTokens())
+
+
+def _query_key(key: str) -> str:
+    """A query key as a server would read it, however often it was percent-encoded."""
+    for _ in range(4):
+        decoded = unquote_plus(key)
+        if decoded == key:
+            break
+        key = decoded
+    return key.strip().lower()
 
 
 def _digest(token: str) -> bytes:

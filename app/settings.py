@@ -8,14 +8,37 @@ DARA's own settings carry the ``DARA_`` prefix.
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+#: Variables the Databricks Apps runtime sets in every app; their presence is how DARA
+#: knows a proxy that signs users in stands in front of it.
+APPS_RUNTIME_VARIABLES = ("DATABRICKS_APP_NAME", "DATABRICKS_APP_PORT")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _comma_list(value: object) -> object:
+    """``a, b`` from the environment as ``["a", "b"]``; a list passes through."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+#: A list setting written as comma-separated text in the environment.
+type CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
+
+
+def running_as_databricks_app() -> bool:
+    return all(os.environ.get(name) for name in APPS_RUNTIME_VARIABLES)
 
 
 class Settings(BaseSettings):
@@ -82,6 +105,12 @@ class Settings(BaseSettings):
         "and kept in DARA_STATE_DIR.",
     )
     max_value_bytes: int = Field(default=1 << 20, description="Largest accepted request body.")
+    client_timeout: float = Field(
+        default=30,
+        gt=0,
+        description="Seconds a client may take to send a request's headers and body (and, on a "
+        "new connection, to start sending); a slower or silent connection is closed.",
+    )
 
     # -- API access ------------------------------------------------------------------
     api_token: SecretStr | None = Field(
@@ -95,6 +124,21 @@ class Settings(BaseSettings):
         description="Accept the user a Databricks Apps proxy vouches for (X-Forwarded-Email / "
         "X-Forwarded-User) without the token, and refuse requests without either. Only "
         "behind that proxy: anyone reaching the port directly could claim any user.",
+    )
+    admins: CommaList = Field(
+        default_factory=list,
+        description="Users (as authenticated: a forwarded email, or `api-token`) who may cancel "
+        "any run; everyone else may cancel only the runs they started.",
+    )
+    allowed_hosts: CommaList = Field(
+        default_factory=list,
+        description="Host names (optionally host:port) requests may address, besides loopback and "
+        "DARA_PUBLIC_URL's host; `*` allows any. Guards against DNS rebinding.",
+    )
+    callback_urls: CommaList = Field(
+        default_factory=list,
+        description="Base URLs a run may tell its notebooks to call back, besides DARA_PUBLIC_URL "
+        "(the `url` parameter of GET /run and notebook_job).",
     )
     max_json_depth: int = Field(
         default=32,
@@ -137,6 +181,30 @@ class Settings(BaseSettings):
     smtp_starttls: bool = Field(
         default=True, description="Upgrade the SMTP connection with STARTTLS before logging in."
     )
+
+    @model_validator(mode="after")
+    def _forwarded_user_needs_the_apps_proxy(self) -> Settings:
+        if self.trust_forwarded_user and not running_as_databricks_app():
+            msg = (
+                "DARA_TRUST_FORWARDED_USER=true is only safe behind the Databricks Apps proxy, and "
+                f"{' and '.join(APPS_RUNTIME_VARIABLES)} are not set, so this is not a Databricks App: "
+                "anyone reaching the port could claim any user. Unset it and use DARA_API_TOKEN."
+            )
+            raise ValueError(msg)
+        return self
+
+    @property
+    def callback_base_urls(self) -> tuple[str, ...]:
+        """Every base URL a notebook may be told to call back: the public URL first."""
+        return (self.callback_base_url, *(url.rstrip("/") for url in self.callback_urls))
+
+    @property
+    def host_names(self) -> tuple[str, ...]:
+        """Host names requests may address: loopback, the public URL's (and those of
+        DARA_CALLBACK_URLS, which notebooks call back too), DATABRICKS_APP_URL's, DARA_ALLOWED_HOSTS."""
+        urls = (*self.callback_base_urls, os.environ.get("DATABRICKS_APP_URL", ""))
+        named = (urlsplit(url).hostname for url in urls)
+        return tuple(dict.fromkeys([*LOOPBACK_HOSTS, *(h for h in named if h), *self.allowed_hosts]))
 
     @property
     def callback_base_url(self) -> str:

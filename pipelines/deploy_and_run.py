@@ -12,7 +12,7 @@ from steps.jobs import run_job, upsert_job
 from steps.workspace_files import upload_task_files
 
 
-@pipeline
+@pipeline(server_only="POST /jobs/deploy")
 def deploy_and_run(
     ctx: Context,
     folder: str,
@@ -23,8 +23,10 @@ def deploy_and_run(
 ) -> Generator[Any, Any, dict[str, Any]]:
     """Upload a task graph's files, create or update its job, then run it and wait.
 
-    Built by POST /jobs/deploy from a validated task graph: `files` maps each task file
-    (relative to `folder`) to its workspace path and `job` is the job's settings. With
+    Built by POST /jobs/deploy from a validated task graph, and started only by it:
+    `folder` is relative to DARA_JOBS_ROOT, `files` maps each task file (relative to
+    `folder`) to its workspace path under DARA_NOTEBOOK_DIR, and `job` is the job's
+    settings. The upload step checks both again, so no path escapes either root. With
     `callback` (its notebooks have the DARA callback cell) the run's callback value is
     the result; otherwise the run's end is, with every task's outcome.
     """

@@ -6,6 +6,7 @@ from collections.abc import Generator
 from typing import Any
 
 from app.durable import Context, pipeline
+from app.durable.params import CallbackUrl
 from steps.jobs import run_job
 from steps.notify import notify
 
@@ -15,12 +16,12 @@ def notebook_job(
     ctx: Context,
     job: str,
     params: dict[str, str] | None = None,
-    url: str | None = None,
+    url: CallbackUrl | None = None,
 ) -> Generator[Any, Any, Any]:
     """Run a job whose notebook calls back with its result, then notify.
 
     `job` is a job name or id, `params` its notebook parameters, and `url` the base URL
-    the notebook calls back (default: DARA_PUBLIC_URL).
+    the notebook calls back (default: DARA_PUBLIC_URL; else one of DARA_CALLBACK_URLS).
     """
     done = ctx.promise()
     promise_id = yield done.id()

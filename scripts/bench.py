@@ -40,8 +40,6 @@ What each figure means is printed under the tables; see also docs/PERFORMANCE.md
 import argparse
 import asyncio
 import gc
-import hashlib
-import hmac
 import json
 import os
 import random
@@ -74,6 +72,8 @@ except ImportError:  # pragma: no cover - depends on how the script was started
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from app.callbacks import CallbackSigner  # noqa: E402 -- after the venv re-exec above
 
 PIPELINE = "bench_step_promise_step"
 DEFAULT_SIZES = (100, 1000, 5000)
@@ -652,7 +652,9 @@ class DaraDriver(Driver):
 
     def __init__(self, http: Http, secret: str) -> None:
         self.http = http
-        self.secret = secret.encode()
+        self.signer = CallbackSigner(secret, "http://unused")
+        #: Each run's incarnation, from its start's answer: callback tokens are bound to it.
+        self.incarnations: dict[str, str] = {}
 
     async def _call(self, method: str, path: str, body: Any = None, ok: int = 200) -> Any:
         status, answer = await self.http.request(method, path, body)
@@ -661,11 +663,12 @@ class DaraDriver(Driver):
         return answer
 
     async def start(self, run_id: str) -> None:
-        await self._call("POST", "/runs", {"pipeline": PIPELINE, "id": run_id, "params": {}}, ok=201)
+        run = await self._call("POST", "/runs", {"pipeline": PIPELINE, "id": run_id, "params": {}}, ok=201)
+        self.incarnations[run_id] = run["incarnation"]
 
     async def resolve(self, run_id: str, value: Any) -> None:
         promise_id = f"{run_id}:2"
-        token = hmac.new(self.secret, promise_id.encode(), hashlib.sha256).hexdigest()
+        token = self.signer.token(promise_id, self.incarnations[run_id])
         answer = await self._call("POST", "/resolve", {"id": promise_id, "value": value, "token": token})
         if answer["state"] != "resolved":
             raise RuntimeError(f"POST /resolve {promise_id}: {answer}")

@@ -12,7 +12,8 @@ workspace; otherwise the embedded local workspace under DARA_STATE_DIR/workspace
 (default .dara/workspace) is used -- stop the DARA service first, which runs the same
 one. The input formats are documented in examples/task_graph/README.md.
 
-Exit status: 0 done, 1 the run failed, 2 the task graph is invalid.
+Exit status: 0 done, 1 the run failed, 2 the task graph is invalid or cannot be deployed
+(a task file outside the folder, or a job of that name that DARA did not create).
 """
 
 from __future__ import annotations
@@ -41,7 +42,13 @@ from app.taskgraph import (  # noqa: E402
 )
 from app.workspace.client import workspace_client  # noqa: E402
 from app.workspace.embedded import EmbeddedWorkspace  # noqa: E402
-from steps.jobs import run_url, upsert_job  # noqa: E402
+from steps.jobs import JobNotManaged, run_url, upsert_job  # noqa: E402
+from steps.task_graph_root import (  # noqa: E402
+    TaskGraphPathError,
+    TaskGraphRoot,
+    WorkspacePathError,
+    WorkspaceRoot,
+)
 from steps.workspace_files import upload_task_files  # noqa: E402
 
 
@@ -68,7 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"using the embedded local workspace at {embedded.directory}", file=sys.stderr)
     try:
         w = workspace_client(settings, embedded)
-        job_id = deploy(w, graph, name, paths)
+        try:
+            job_id = deploy(w, graph, name, paths, workspace_dir)
+        except (JobNotManaged, TaskGraphPathError, WorkspacePathError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         print(f"job {name!r}: {w.config.host.rstrip('/')}/jobs/{job_id}", file=sys.stderr)
         if not args.run:
             print(json.dumps({"job_id": job_id}))
@@ -79,10 +90,15 @@ def main(argv: list[str] | None = None) -> int:
             embedded.stop()
 
 
-def deploy(w: WorkspaceClient, graph: TaskGraph, name: str, paths: dict[str, str]) -> int:
-    """Upload the task files and upsert the job: the two steps a durable deploy runs."""
+def deploy(w: WorkspaceClient, graph: TaskGraph, name: str, paths: dict[str, str], workspace_dir: str) -> int:
+    """Upload the task files and upsert the job: the two steps a durable deploy runs.
+
+    The folder given on the command line is the root its task files must stay in, and
+    the workspace dir chosen the one they go under. The job is tagged as DARA's; a job
+    of that name DARA did not create is left alone (an error).
+    """
     assert graph.folder is not None
-    uploaded = upload_task_files(w, str(graph.folder), paths)
+    uploaded = upload_task_files(w, TaskGraphRoot(graph.folder), WorkspaceRoot(workspace_dir), ".", paths)
     return upsert_job(w, job_settings(graph, name, uploaded))
 
 

@@ -32,6 +32,9 @@ def upload_to_volume(
 ) -> UploadedFile:
     """Upload a local file (``local_path``) or ``content`` to ``volume_path``.
 
+    ``local_path`` is opened as given, so only server code may choose it, never a
+    caller: a file a request brought comes by handle (``steps.uploaded_files``).
+
     ``content`` may be text (sent as UTF-8), so a pipeline can pass it as a durable,
     JSON-encoded step argument. With ``overwrite`` (the default) a re-executed step
     writes the same bytes again, which makes the upload safe to repeat.

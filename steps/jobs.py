@@ -43,12 +43,54 @@ def resolve_job_id(w: WorkspaceClient, job: str | int) -> int:
     return job_id
 
 
-def upsert_job(w: WorkspaceClient, settings: jobs.JobSettings) -> int:
+#: The tag on every job DARA creates. DARA updates only jobs that carry it, so a deploy
+#: can never rewrite a job someone else made just by naming it.
+MANAGED_TAG, MANAGED_VALUE = "dara_managed", "true"
+
+
+class JobNotManaged(Exception):  # noqa: N818 -- reads as what it says: the job is not managed
+    """A job of that name exists, but DARA did not create it: DARA leaves it alone."""
+
+    def __init__(self, job_id: int, name: str) -> None:
+        self.job_id = job_id
+        self.name = name
+        super().__init__(
+            f"job {job_id} {name!r} exists and DARA did not create it; pick another name, or tag it "
+            f"{MANAGED_TAG}={MANAGED_VALUE} to let DARA manage it"
+        )
+
+    def __reduce__(self) -> tuple[type[JobNotManaged], tuple[int, str]]:
+        return (JobNotManaged, (self.job_id, self.name))
+
+
+def is_managed(settings: jobs.JobSettings | None) -> bool:
+    """Whether a job's settings carry DARA's tag."""
+    return settings is not None and (settings.tags or {}).get(MANAGED_TAG) == MANAGED_VALUE
+
+
+def check_managed(w: WorkspaceClient, name: str) -> int | None:
+    """The id of the DARA-managed job called ``name``, or None if there is none yet.
+
+    Raises :class:`JobNotManaged` if a job of that name exists without DARA's tag.
+    """
+    job_id = find_job_id(w, name)
+    if job_id is not None and not is_managed(w.jobs.get(job_id).settings):
+        raise JobNotManaged(job_id, name)
+    return job_id
+
+
+def upsert_job(w: WorkspaceClient, settings: jobs.JobSettings, adopt: bool = False) -> int:
     """Create the job named ``settings.name``, or reset it in place if it differs.
 
+    A created job is tagged ``dara_managed=true`` (and keeps the tag on every reset); an
+    existing job without the tag is never changed: :class:`JobNotManaged` instead --
+    unless ``adopt``, for a job the operator named in DARA's own settings (the demo
+    job, which DARA versions before the tag created untagged), never for a caller's name.
     Idempotent: a job whose settings already match is left untouched.
     """
     assert settings.name, "a job upserted by name needs a name"
+    settings = jobs.JobSettings.from_dict(settings.as_dict())  # a copy: the caller's stays as it was
+    settings.tags = {**(settings.tags or {}), MANAGED_TAG: MANAGED_VALUE}
     job_id = find_job_id(w, settings.name)
     if job_id is None:
         # Only the fields as_dict() keeps: JobSettings.from_dict fills absent lists with []
@@ -56,7 +98,10 @@ def upsert_job(w: WorkspaceClient, settings: jobs.JobSettings) -> int:
         fields = {key: getattr(settings, key) for key in settings.as_dict()}
         return w.jobs.create(**fields).job_id  # type: ignore[return-value]
     current = w.jobs.get(job_id).settings
-    if current is None or not _contains(current.as_dict(), settings.as_dict()):
+    if not is_managed(current) and not adopt:
+        raise JobNotManaged(job_id, settings.name)
+    assert current is not None
+    if not _contains(current.as_dict(), settings.as_dict()):
         w.jobs.reset(job_id, settings)
     return job_id
 
@@ -101,7 +146,7 @@ def run_job(
     job_id = resolve_job_id(w, job)
     notebook_params = dict(params)
     if callback_to is not None:
-        notebook_params |= signer.callback(callback_to, callback_url).widgets()
+        notebook_params |= signer.callback(callback_to, info.incarnation, callback_url).widgets()
     started = w.jobs.run_now(
         job_id=job_id,
         # None rather than {}: overriding parameters is refused for multi-task jobs
@@ -142,7 +187,7 @@ def submit_notebook(
         raise ValueError(msg)
     base_parameters = dict(params)
     if callback_to is not None:
-        base_parameters |= signer.callback(callback_to, callback_url).widgets()
+        base_parameters |= signer.callback(callback_to, info.incarnation, callback_url).widgets()
     task = jobs.SubmitTask(
         task_key="notebook",
         notebook_task=jobs.NotebookTask(

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import base64
 import posixpath
-from pathlib import Path
 
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.service.workspace import ImportFormat, Language
+
+from steps.task_graph_root import TaskGraphRoot, WorkspaceRoot
 
 #: First line of a notebook exported in source format, by language.
 NOTEBOOK_HEADERS = {
@@ -21,8 +22,18 @@ NOTEBOOK_HEADERS = {
 }
 
 
-def upload_task_files(w: WorkspaceClient, folder: str, files: dict[str, str]) -> dict[str, str]:
+def upload_task_files(
+    w: WorkspaceClient,
+    root: TaskGraphRoot,
+    workspace: WorkspaceRoot,
+    folder: str,
+    files: dict[str, str],
+) -> dict[str, str]:
     """Import ``files`` (path relative to ``folder`` -> workspace path); returns them as imported.
+
+    ``folder`` is relative to the task-graph root and every file is read through it, so
+    neither ``..`` nor a symlink can make the step read outside DARA_JOBS_ROOT; every
+    workspace path must lie under DARA_NOTEBOOK_DIR. Both are checked before any call.
 
     A file whose first line is a source-format notebook header is imported as a
     notebook (SOURCE, with its language); a ``.ipynb`` as a Jupyter notebook; anything
@@ -30,18 +41,13 @@ def upload_task_files(w: WorkspaceClient, folder: str, files: dict[str, str]) ->
     rather than AUTO because AUTO strips the extension of whatever it takes for a
     notebook, and the job must find the file at the path it was given.
     """
-    base = Path(folder)
-    contents = {}
-    for local in files:
-        path = base / local
-        try:
-            contents[local] = path.read_bytes()
-        except FileNotFoundError:
-            msg = f"task file {local!r} is not in {base.resolve()}; fix the task list or add it"
-            raise FileNotFoundError(msg) from None
-    for parent in sorted({posixpath.dirname(remote) for remote in files.values()}):
+    targets = {
+        local: workspace.check(remote, f"workspace path of {local[:200]!r}") for local, remote in files.items()
+    }
+    contents = {local: root.read(folder, local) for local in files}
+    for parent in sorted({posixpath.dirname(remote) for remote in targets.values()}):
         w.workspace.mkdirs(parent)
-    for local, remote in files.items():
+    for local, remote in targets.items():
         content = contents[local]
         fmt, language = import_format(local, content)
         w.workspace.import_(
@@ -51,7 +57,7 @@ def upload_task_files(w: WorkspaceClient, folder: str, files: dict[str, str]) ->
             language=language,
             overwrite=True,
         )
-    return dict(files)
+    return targets
 
 
 def import_format(name: str, content: bytes) -> tuple[ImportFormat, Language | None]:

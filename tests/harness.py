@@ -18,11 +18,30 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from app.callbacks import CallbackSigner
 from app.main import create_app
 from app.runtime import Runtime
+from app.server import uvicorn_config
 from app.settings import Settings
 
 SECRET = "test-callback-secret-0123456789"
+#: What the Databricks Apps runtime sets in every app; forwarded users are trusted only with it.
+APPS_RUNTIME = {"DATABRICKS_APP_NAME": "dara-test", "DATABRICKS_APP_PORT": "8000"}
+
+
+def callback_token(promise_id: str, incarnation: str, secret: str = SECRET) -> str:
+    """The callback token DARA issues for ``promise_id`` in the run incarnation ``incarnation``."""
+    return CallbackSigner(secret, "http://unused").token(promise_id, incarnation)
+
+
+def sign(http: httpx.Client, promise_id: str, secret: str = SECRET) -> str:
+    """The token the notebook of ``promise_id``'s run was given (bound to the run's incarnation,
+    read from ``GET /runs/{run}``; no such run signs for none)."""
+    run = http.get(f"/runs/{promise_id.partition(':')[0]}")
+    if run.status_code not in (200, 404):
+        raise AssertionError(f"cannot read the run of {promise_id} to sign for it: {run.status_code} {run.text}")
+    incarnation = run.json()["incarnation"] if run.status_code == 200 else ""
+    return callback_token(promise_id, incarnation, secret)
 
 
 def make_settings(state_dir: Path, **overrides: object) -> Settings:
@@ -61,12 +80,18 @@ class Service:
         raise TimeoutError(f"run {run_id} did not finish in {timeout}s")
 
     def wait_until(
-        self, run_id: str, status: str, timeout: float = 30, *, also: Callable[[dict], bool] | None = None
+        self,
+        run_id: str,
+        status: str,
+        timeout: float = 30,
+        *,
+        also: Callable[[dict], bool] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> dict:
         """Poll GET /runs/{id} until the run reaches ``status`` (e.g. "waiting"), and ``also``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            run = self.http.get(f"/runs/{run_id}").raise_for_status().json()
+            run = self.http.get(f"/runs/{run_id}", headers=headers).raise_for_status().json()
             if run["status"] == status and (also is None or also(run)):
                 return run
             time.sleep(0.02)
@@ -74,14 +99,16 @@ class Service:
 
 
 @contextmanager
-def running_service(settings: Settings) -> Iterator[Service]:
+def running_service(settings: Settings, **server_options: object) -> Iterator[Service]:
+    """The service on its real uvicorn configuration (``server_options`` override it)."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     settings = settings.model_copy(update={"port": port, "public_url": url})
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    options: dict[str, object] = {"log_level": "warning", "lifespan": "on", **server_options}
+    server = uvicorn.Server(uvicorn_config(app, settings, **options))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     try:

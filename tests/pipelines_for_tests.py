@@ -39,3 +39,28 @@ def detaches_then_waits(ctx: Context) -> Generator[Any, Any, Any]:
     """Start a detached ``waits_for_callback`` before anything else, then wait for `<run>:2`."""
     yield ctx.detach("waits_for_callback")
     return (yield ctx.promise())
+
+
+def echo(value: str) -> str:
+    """A step that records its argument as its result."""
+    return value
+
+
+@pipeline
+def records_a_step_then_waits(ctx: Context, value: str = "/Volumes/main/default/landing/in.csv") -> Generator[Any, Any, Any]:
+    """Record a step's result at `<run>:1`, then wait at `<run>:2`; return both."""
+    recorded = yield ctx.run(echo, value)
+    settled = yield ctx.promise()
+    return {"step": recorded, "value": settled}
+
+
+def reports_a_databricks_run(url: str) -> dict[str, Any]:
+    """A step whose result looks like a Databricks run, with whatever ``url`` it is given."""
+    return {"job_id": 7, "run_id": 8, "url": url}
+
+
+@pipeline
+def reports_a_run_then_waits(ctx: Context, url: str) -> Generator[Any, Any, Any]:
+    """Record a step result shaped like a Databricks run (its `url` chosen by the caller), then wait."""
+    yield ctx.run(reports_a_databricks_run, url)
+    return (yield ctx.promise())

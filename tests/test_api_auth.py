@@ -5,8 +5,6 @@ No answer and no log line ever carries a secret."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import importlib
 import inspect
 import logging
@@ -25,7 +23,7 @@ from fastapi.routing import APIRoute
 from app import routers
 from app.main import create_app
 from app.security import ApiAccess, CurrentUser, audit
-from tests.harness import SECRET, Service, make_settings, running_service
+from tests.harness import APPS_RUNTIME, SECRET, Service, callback_token, make_settings, running_service, sign
 
 TOKEN = "api-token-for-tests-0123456789abcdef"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -33,9 +31,6 @@ ADA = {"X-Forwarded-Email": "ada@example.com", "X-Forwarded-User": "4711@1234", 
 CLIENT_LOGGERS = {"httpx", "httpcore"}
 OPEN_OPERATIONS = {("get", "/health"), ("post", "/resolve"), ("post", "/reject")}
 
-
-def sign(promise_id: str) -> str:
-    return hmac.new(SECRET.encode(), promise_id.encode(), hashlib.sha256).hexdigest()
 
 
 def guarded_operations() -> list[tuple[str, str]]:
@@ -48,6 +43,15 @@ def guarded_operations() -> list[tuple[str, str]]:
 
 def concrete(path: str) -> str:
     return path.replace("{run_id}", "some-run")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def as_a_databricks_app() -> Iterator[None]:
+    """Forwarded users are trusted only inside the Apps runtime: these tests run as if there."""
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in APPS_RUNTIME.items():
+            env.setenv(name, value)
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +88,7 @@ def test_callbacks_need_no_api_token_only_their_own(guarded: Service) -> None:
         del guarded.http.headers["Authorization"]
 
     forged = guarded.http.post("/reject", json={"id": "auth-cb:1", "error": "x", "token": "0" * 64})
-    resolved = guarded.http.post("/resolve", json={"id": "auth-cb:1", "value": 7, "token": sign("auth-cb:1")})
+    resolved = guarded.http.post("/resolve", json={"id": "auth-cb:1", "value": 7, "token": callback_token("auth-cb:1", started.json()["incarnation"])})
 
     assert forged.status_code == 403
     assert "token does not match promise 'auth-cb:1'" in forged.json()["detail"]
@@ -251,12 +255,12 @@ def test_run_starts_and_cancels_are_logged_with_the_user(
         started = app_behind_proxy.http.post(
             "/runs", json={"pipeline": "waits_for_callback", "id": "auth-audit"}, headers=ADA
         )
-        cancelled = app_behind_proxy.http.post("/runs/auth-audit/cancel", headers=BEARER)
+        cancelled = app_behind_proxy.http.post("/runs/auth-audit/cancel", headers=ADA)
 
     assert (started.status_code, cancelled.status_code) == (201, 200)
     messages = [r.getMessage() for r in caplog.records if r.name == "app.audit" and r.levelno == logging.INFO]
     assert any("ada@example.com" in m and "auth-audit" in m for m in messages), messages
-    assert any("api-token" in m and "auth-audit" in m and "cancel" in m for m in messages), messages
+    assert any("ada@example.com cancelled" in m and "auth-audit" in m for m in messages), messages
 
 
 # -- secrets stay secret -----------------------------------------------------------------
@@ -316,7 +320,11 @@ def test_logs_never_carry_the_token_or_the_callback_secret(
         del http.headers["Authorization"]
     http.get("/runs/auth-logs", headers=ADA).raise_for_status()
     http.get("/runs", headers={"Authorization": f"Bearer {TOKEN}x"})  # refused, and logged as such
-    callback_token = sign("auth-logs:1")
+    http.headers.update(BEARER)
+    try:
+        callback_token = sign(http, "auth-logs:1")
+    finally:
+        del http.headers["Authorization"]
     http.post("/resolve", params={"id": "auth-logs:1", "value": "1", "token": callback_token}).raise_for_status()
     http.post("/runs", json={"pipeline": "waits_for_callback", "id": "auth-logs-2"}, headers=BEARER).raise_for_status()
     http.post("/runs/auth-logs-2/cancel", headers=BEARER).raise_for_status()

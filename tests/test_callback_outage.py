@@ -27,9 +27,8 @@ from app.main import create_app
 from app.runs import read_run
 from app.runtime import Runtime
 from app.settings import PROJECT_ROOT
-from tests.harness import Service, make_settings
+from tests.harness import Service, callback_token, make_settings
 from tests.shared_server import SharedServer
-from tests.test_callbacks_and_inputs import sign
 
 NOTEBOOK = PROJECT_ROOT / "notebooks" / "dara_demo.py"
 
@@ -56,9 +55,10 @@ def callback_cell(
     monotonic: Callable[[], float] = time.monotonic,
     patience: float | None = None,
     signature: str | None = None,
+    incarnation: str = "",
 ) -> dict[str, Any]:
     """The cell's namespace, as a notebook would have it after running the cell."""
-    signature = signature or sign(promise_id)
+    signature = signature or callback_token(promise_id, incarnation)
     widgets = {"promise_id": promise_id, "callback_url": url, "callback_signature": signature}
     namespace: dict[str, Any] = {"dbutils": types.SimpleNamespace(widgets=Widgets(widgets))}
     exec(compile(callback_cell_source(), f"{NOTEBOOK}:callback-cell", "exec"), namespace)  # noqa: S102
@@ -97,13 +97,13 @@ async def test_a_callback_sent_while_dara_is_down_lands_when_it_is_back(tmp_path
 
     # An earlier instance started the run, then went away.
     before = await Runtime.start(make_settings(tmp_path / "before", deploy_on_start=False), network=shared.worker("before"))
-    await before.start_run("outage", before.pipelines["waits_for_callback"], {})
+    await before.start_run("outage", before.pipelines["waits_for_callback"], {}, started_by="test")
     with anyio.fail_after(10):
         while (run := await read_run(before.resonate, "outage")) is None or run.status != "waiting":
             await anyio.sleep(0.01)
     await before.stop()
 
-    cell = callback_cell("outage:1", url, sleep=sleep)
+    cell = callback_cell("outage:1", url, sleep=sleep, incarnation=run.incarnation)
     sent = asyncio.ensure_future(asyncio.to_thread(cell["dara_resolve"], {"rows": 12}))
     server: uvicorn.Server | None = None
     serving: asyncio.Task[None] | None = None
@@ -170,7 +170,7 @@ def test_a_refused_callback_is_not_retried(service: Service) -> None:
     started = service.http.post("/runs", json={"pipeline": "waits_for_callback", "id": "refused"})
     assert started.status_code == 201, started.text
     service.wait_until("refused", "waiting")
-    forged = callback_cell("refused:1", service.url, sleep=never, signature=sign("other:1"))
+    forged = callback_cell("refused:1", service.url, sleep=never, signature=callback_token("other:1", ""))
     lost = callback_cell("restarted:1", service.url, sleep=never)
 
     with pytest.raises(RuntimeError) as wrong_token:

@@ -3,16 +3,11 @@ that says what to fix, never a 500 and never a stuck pipeline."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 
 import pytest
 
-from tests.harness import SECRET, Service
+from tests.harness import SECRET, Service, callback_token, sign
 
-
-def sign(promise_id: str, secret: str = SECRET) -> str:
-    return hmac.new(secret.encode(), promise_id.encode(), hashlib.sha256).hexdigest()
 
 
 def waiting_run(service: Service, run_id: str) -> str:
@@ -30,7 +25,7 @@ def status(service: Service, run_id: str) -> str:
 def test_resolve_with_the_right_token_completes_the_run(service: Service) -> None:
     promise = waiting_run(service, "cb-ok")
 
-    response = service.http.post("/resolve", json={"id": promise, "value": {"rows": 3}, "token": sign(promise)})
+    response = service.http.post("/resolve", json={"id": promise, "value": {"rows": 3}, "token": sign(service.http, promise)})
 
     assert response.json() == {"id": promise, "state": "resolved", "already_settled": False}
     run = service.wait_for("cb-ok")
@@ -42,8 +37,8 @@ def test_resolve_with_the_right_token_completes_the_run(service: Service) -> Non
     [
         (None, 401),  # missing
         ("0" * 64, 403),  # forged
-        (sign("cb-other:1"), 403),  # replayed from another promise
-        (sign("cb-guard:1", secret="another-secret-0123456789"), 403),  # signed with the wrong key
+        (callback_token("cb-other:1", ""), 403),  # replayed from another promise
+        (callback_token("cb-guard:1", "", secret="another-secret-0123456789"), 403),  # signed with the wrong key
     ],
 )
 def test_bad_tokens_are_refused_and_the_promise_stays_pending(
@@ -63,11 +58,11 @@ def test_bad_tokens_are_refused_and_the_promise_stays_pending(
 
 def test_repeated_resolve_is_idempotent_and_reports_the_settled_state(service: Service) -> None:
     promise = waiting_run(service, "cb-twice")
-    body = {"id": promise, "value": "first", "token": sign(promise)}
+    body = {"id": promise, "value": "first", "token": sign(service.http, promise)}
 
     first = service.http.post("/resolve", json=body).json()
     second = service.http.post("/resolve", json=body | {"value": "second"}).json()
-    rejected = service.http.post("/reject", json={"id": promise, "error": "late", "token": sign(promise)}).json()
+    rejected = service.http.post("/reject", json={"id": promise, "error": "late", "token": sign(service.http, promise)}).json()
 
     assert first["already_settled"] is False
     assert second == rejected == {"id": promise, "state": "resolved", "already_settled": True}
@@ -78,7 +73,7 @@ def test_reject_fails_the_run_with_the_notebooks_error(service: Service) -> None
     promise = waiting_run(service, "cb-reject")
 
     response = service.http.post(
-        "/reject", json={"id": promise, "error": "KeyError: 'customer_id'", "token": sign(promise)}
+        "/reject", json={"id": promise, "error": "KeyError: 'customer_id'", "token": sign(service.http, promise)}
     )
 
     assert response.json()["state"] == "rejected"
@@ -90,17 +85,17 @@ def test_reject_fails_the_run_with_the_notebooks_error(service: Service) -> None
 def test_original_query_form_resolves_too(service: Service) -> None:
     promise = waiting_run(service, "cb-query")
 
-    response = service.http.post("/resolve", params={"id": promise, "value": '{"ok": true}', "token": sign(promise)})
+    response = service.http.post("/resolve", params={"id": promise, "value": '{"ok": true}', "token": sign(service.http, promise)})
 
     assert response.status_code == 200, response.text
     assert service.wait_for("cb-query")["result"] == {"ok": True}
 
 
 def test_unknown_promise_is_404_with_a_clear_message(service: Service) -> None:
-    response = service.http.post("/resolve", json={"id": "nobody:1", "value": 1, "token": sign("nobody:1")})
+    response = service.http.post("/resolve", json={"id": "nobody:1", "value": 1, "token": sign(service.http, "nobody:1")})
 
     assert response.status_code == 404
-    assert "no promise 'nobody:1'" in response.json()["detail"]
+    assert "no run 'nobody'" in response.json()["detail"]
 
 
 @pytest.mark.parametrize(
@@ -117,7 +112,7 @@ def test_unknown_promise_is_404_with_a_clear_message(service: Service) -> None:
         ("get", "/runs/no-such-run", {}, 404, "no run 'no-such-run'"),
         ("get", "/runs/bad%20id", {}, 422, "pattern"),
         ("get", "/run", {"params": {"id": "a:b"}}, 422, "pattern"),
-        ("post", "/resolve", {"json": {"id": "no-colon", "value": 1, "token": "t"}}, 422, "pattern"),
+        ("post", "/resolve", {"json": {"id": "not an id:1", "value": 1, "token": "t"}}, 422, "pattern"),
         ("post", "/resolve", {}, 422, "JSON body"),
         ("post", "/reject", {"json": {"id": "a:1", "token": "t"}}, 422, "error"),
     ],

@@ -66,9 +66,8 @@ from tests.databricks_double import (
     throttled,
     unavailable,
 )
-from tests.harness import Service, make_settings, running_service
+from tests.harness import Service, make_settings, running_service, sign
 from tests.shared_server import SharedServer, WorkerConnection
-from tests.test_callbacks_and_inputs import sign
 
 #: Task lease of the test workers: how long a dead worker's task stays out of reach.
 LEASE = timedelta(seconds=2)
@@ -321,7 +320,7 @@ async def test_a_worker_killed_at_each_point_of_the_loop_is_taken_over(
         first = c.workers["first"]
         pipeline = first.runtime.pipelines["notebook_job"]
         params = {"job": DEMO_JOB, "params": {"name": "faults", "count": "4"}}
-        await first.runtime.start_run(run_id, pipeline, params)
+        await first.runtime.start_run(run_id, pipeline, params, started_by="test")
 
         if point_name == "suspended":
             await wait_for_status(first, run_id, "waiting")
@@ -385,7 +384,7 @@ def test_a_restart_of_the_in_process_default_says_which_runs_it_lost(tmp_path: P
 
     with running_service(make_settings(state)) as after:
         run = after.http.get("/runs/lost")
-        callback = after.http.post("/resolve", json={"id": "lost:1", "value": 1, "token": sign("lost:1")})
+        callback = after.http.post("/resolve", json={"id": "lost:1", "value": 1, "token": sign(after.http, "lost:1")})
         listed = after.http.get("/runs", params={"limit": 100}).json()["runs"]
         again = after.http.post("/runs", json={"pipeline": "waits_for_callback", "id": "lost"})
 
@@ -393,7 +392,7 @@ def test_a_restart_of_the_in_process_default_says_which_runs_it_lost(tmp_path: P
     assert run.json()["detail"] == "no run 'lost'; start one with POST /runs"
     assert callback.status_code == 404
     assert callback.json()["detail"] == (
-        "no promise 'lost:1': it was never created, or the in-process server that held it was restarted"
+        "no run 'lost': it was never started, or the in-process server that held it was restarted"
     )
     assert "lost" not in [r["id"] for r in listed]
     assert again.status_code == 201 and again.json()["status"] in ("running", "waiting")

@@ -24,8 +24,7 @@ import pytest
 
 import app.routers.runs
 from app.runs import read_run
-from tests.harness import Service
-from tests.test_callbacks_and_inputs import sign
+from tests.harness import Service, callback_token
 
 #: Runs in the flood; DARA_FLOOD_RUNS overrides it for a quicker local run.
 RUNS = int(os.environ.get("DARA_FLOOD_RUNS", "1000"))
@@ -60,9 +59,16 @@ async def test_a_thousand_concurrent_starts_and_resolves(service: Service) -> No
 
     async def resolve(http: httpx.AsyncClient, run_id: str, value: Any) -> None:
         promise = f"{run_id}:1"
-        body = {"id": promise, "value": value, "token": sign(promise)}
         delay = 0.01
-        while (response := await send(http, "POST", "/resolve", json=body)).status_code == 404:
+
+        async def token() -> str | None:
+            """The notebook's token: bound to the run's incarnation, known once it started."""
+            found = await send(http, "GET", f"/runs/{run_id}")
+            return callback_token(promise, found.json()["incarnation"]) if found.status_code == 200 else None
+
+        while (signed := await token()) is None or (
+            response := await send(http, "POST", "/resolve", json={"id": promise, "value": value, "token": signed})
+        ).status_code == 404:
             early[run_id] += 1
             if run_id in answered and time.monotonic() > answered[run_id] + RESOLVE_PATIENCE:
                 failures.append(f"{promise} still unknown {RESOLVE_PATIENCE}s after its run started")

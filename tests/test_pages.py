@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from tests.harness import Service
-from tests.test_callbacks_and_inputs import sign
+from tests.harness import Service, sign
 
 
 def test_run_page_shows_steps_and_refreshes_while_waiting(service: Service) -> None:
@@ -11,7 +10,7 @@ def test_run_page_shows_steps_and_refreshes_while_waiting(service: Service) -> N
     service.wait_until("page-run", "waiting")
 
     waiting = service.http.get("/ui/runs/page-run")
-    service.http.post("/resolve", json={"id": "page-run:1", "value": "<b>x</b>", "token": sign("page-run:1")})
+    service.http.post("/resolve", json={"id": "page-run:1", "value": "<b>x</b>", "token": sign(service.http, "page-run:1")})
     service.wait_for("page-run")
     done = service.http.get("/ui/runs/page-run")
     index = service.http.get("/ui")

@@ -5,7 +5,9 @@ run-now request the double recorded and settles the promise with them."""
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ from typing import Any
 import pytest
 
 import pipelines.lakeflow_refresh
+from steps.uploaded_files import HANDLE_PATTERN
 from tests import databricks_double as double_module
 from tests.databricks_double import (
     DatabricksDouble,
@@ -167,14 +170,13 @@ def test_upload_and_process_uploads_runs_the_job_on_the_volume_file_and_syncs(
     """
     databricks_double.route("PUT", FILES, no_content())
     databricks_double.route("POST", SYNC, {})
-    local = tmp_path / "orders.csv"
     data = b"id,amount\n1,9.99\n2,\xe2\x82\xac5\n" * 100
-    local.write_bytes(data)
     run_id = f"upload-{'index' if index else 'plain'}"
+    handle = service.runtime.uploads.save(io.BytesIO(data), run_id)  # as the upload route does
 
     start(
         service, run_id, "upload_and_process",
-        file=str(local), volume_path=VOLUME_FILE, job=JOB, params={"day": "mon"}, index=index,
+        upload=handle, volume_path=VOLUME_FILE, job=JOB, params={"day": "mon"}, index=index,
     )
     widgets = play_notebook(service, databricks_double, run_id, {"loaded": 200})
     run = service.wait_for(run_id)
@@ -186,13 +188,14 @@ def test_upload_and_process_uploads_runs_the_job_on_the_volume_file_and_syncs(
     assert widgets["file"] == VOLUME_FILE and widgets["day"] == "mon"
     assert position(databricks_double, "PUT", FILES) < position(databricks_double, "POST", RUN_NOW)
     syncs = databricks_double.requests_to("POST", SYNC)
+    assert list((tmp_path / "uploads").iterdir()) == []  # discarded once in the volume
     if index is None:
         assert syncs == []
-        assert step_names(run) == ["upload_to_volume", "callback", "run_job", "notify"]
+        assert step_names(run) == ["upload_saved_file", "discard_upload", "callback", "run_job", "notify"]
     else:
         assert [sync.path for sync in syncs] == [f"/api/2.0/vector-search/indexes/{index}/sync"]
         assert step_names(run) == [
-            "upload_to_volume", "callback", "run_job", "sync_vector_index", "notify",
+            "upload_saved_file", "discard_upload", "callback", "run_job", "sync_vector_index", "notify",
         ]
 
 
@@ -201,18 +204,18 @@ def test_upload_and_process_with_a_path_outside_a_volume_fails_before_any_job(
 ) -> None:
     """Runs against the recorded-shape HTTP double: the local workspace (brickhouse) has no
     Files API. A typo in the volume path must not start a job on a file that never landed."""
-    local = tmp_path / "orders.csv"
-    local.write_text("id\n1\n")
+    handle = service.runtime.uploads.save(io.BytesIO(b"id\n1\n"), "upload-bad-path")
 
     start(
         service, "upload-bad-path", "upload_and_process",
-        file=str(local), volume_path="/tmp/x.csv", job=JOB,
+        upload=handle, volume_path="/tmp/x.csv", job=JOB,
     )
     run = service.wait_for("upload-bad-path")
 
     assert run["status"] == "failed"
     assert "'/tmp/x.csv' is not a file in a Unity Catalog volume" in run["error"]
     assert databricks_double.requests == []
+    assert list((tmp_path / "uploads").iterdir()) == []  # a failed upload is discarded too
 
 
 # -- POST /runs/upload_and_process ----------------------------------------------------------
@@ -224,8 +227,8 @@ def test_upload_route_saves_the_file_and_starts_the_pipeline_on_it(
     """Runs against the recorded-shape HTTP double: the local workspace (brickhouse) has no
     Files API.
 
-    The bytes that reach the volume are the ones posted, and posting the same id again
-    returns the run without replacing the file it uploads from.
+    The bytes that reach the volume are the ones posted, the run gets a handle (no host
+    path), and posting the same id again returns the run and keeps nothing it sent.
     """
     databricks_double.route("PUT", FILES, no_content())
     data = bytes(range(256)) * 8
@@ -242,16 +245,15 @@ def test_upload_route_saves_the_file_and_starts_the_pipeline_on_it(
 
     assert response.status_code == 201, response.text
     started = response.json()
-    saved = tmp_path / "uploads" / "upload-form" / "orders.csv"
     assert started["pipeline"] == "upload_and_process"
     assert started["params"] == {
-        "file": str(saved),
+        "upload": started["params"]["upload"],
         "volume_path": VOLUME_FILE,
         "job": JOB,
         "params": {"day": "tue"},
         "index": None,
     }
-    assert saved.read_bytes() == data
+    assert re.fullmatch(HANDLE_PATTERN, started["params"]["upload"])
     widgets = play_notebook(service, databricks_double, "upload-form", "ok")
     assert service.wait_for("upload-form")["result"] == "ok"
     assert databricks_double.only_request("PUT", FILES).body == data
@@ -263,7 +265,9 @@ def test_upload_route_saves_the_file_and_starts_the_pipeline_on_it(
 
     assert again.status_code == 200, again.text
     assert (again.json()["id"], again.json()["status"]) == ("upload-form", "done")
-    assert saved.read_bytes() == data
+    assert again.json()["params"]["upload"] == started["params"]["upload"]
+    assert databricks_double.only_request("PUT", FILES).body == data
+    assert list((tmp_path / "uploads").iterdir()) == []
 
 
 @pytest.mark.parametrize(

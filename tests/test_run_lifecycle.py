@@ -14,8 +14,7 @@ from app.runtime import Runtime
 from app.workspace.deploy import demo_job_settings, import_notebooks
 from steps.jobs import cancel_run, upsert_job
 from tests.databricks_double import DatabricksDouble, workspace_client
-from tests.harness import Service, make_settings, running_service
-from tests.test_callbacks_and_inputs import sign
+from tests.harness import Service, make_settings, running_service, sign
 
 TEST_NOTEBOOKS = Path(__file__).parent / "notebooks"
 
@@ -56,7 +55,7 @@ def test_a_wait_past_its_per_call_deadline_times_the_run_out(service: Service) -
     assert run["status"] == "timed_out"
     assert run["error"].startswith("timed out: nothing settled life-deadline:1 by its deadline")
     assert "DARA_CALLBACK_TIMEOUT" in run["error"]
-    late = service.http.post("/resolve", json={"id": "life-deadline:1", "value": 1, "token": sign("life-deadline:1")})
+    late = service.http.post("/resolve", json={"id": "life-deadline:1", "value": 1, "token": sign(service.http, "life-deadline:1")})
     assert late.json() == {"id": "life-deadline:1", "state": "rejected_timedout", "already_settled": True}
 
 
@@ -81,7 +80,7 @@ def test_cancel_ends_the_run_and_its_wait(service: Service) -> None:
     [databricks] = body["databricks"]
     # brickhouse has no runs/cancel route; the HTTP-double test below shows the call itself.
     assert databricks["cancelled"] is False and "not found" in databricks["error"]
-    late = service.http.post("/resolve", json={"id": "life-cancel:1", "value": 1, "token": sign("life-cancel:1")})
+    late = service.http.post("/resolve", json={"id": "life-cancel:1", "value": 1, "token": sign(service.http, "life-cancel:1")})
     assert late.json()["already_settled"] is True
     assert service.http.post("/runs/life-cancel/cancel").status_code == 409
 
@@ -154,7 +153,7 @@ async def runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
 async def test_a_start_returns_with_the_run_already_at_its_first_wait(runtime: Runtime) -> None:
     """On the in-process server the run's first stretch runs inside the start: a loaded
     loop would otherwise take a turn to create the run and another to begin it."""
-    await runtime.start_run("at-once", runtime.pipelines["waits_for_callback"], {})
+    await runtime.start_run("at-once", runtime.pipelines["waits_for_callback"], {}, started_by="test")
 
     assert (await runtime.resonate.promises.get("at-once:1")).state == "pending"
 
@@ -163,7 +162,7 @@ async def test_a_start_returns_with_the_run_already_at_its_first_wait(runtime: R
 async def test_a_call_detached_in_the_first_stretch_runs_nested_in_the_start(runtime: Runtime) -> None:
     """Eagerly, what the first stretch detaches also runs inside the start, up to its own
     wait; each run then finishes on its own callback."""
-    await runtime.start_run("detaching", runtime.pipelines["detaches_then_waits"], {})
+    await runtime.start_run("detaching", runtime.pipelines["detaches_then_waits"], {}, started_by="test")
 
     assert runtime.local_server is not None
     promises = runtime.local_server.state.promises.values()

@@ -61,7 +61,7 @@ EVENTS = "/api/2.0/pipelines/{pipeline_id}/events"
 SYNC = "/api/2.0/vector-search/indexes/{index_name}/sync"
 
 SIGNER = CallbackSigner("test-callback-secret-0123456789", "http://dara.test")
-INFO = StepInfo(id="etl:3", run_id="etl", deadline_ms=1_900_000_000_000)
+INFO = StepInfo(id="etl:3", run_id="etl", deadline_ms=1_900_000_000_000, incarnation="0f1e2d")
 HIDDEN_JOB_ID = 918273645
 
 
@@ -132,7 +132,7 @@ def test_submit_notebook_sends_a_notebook_task_with_the_step_idempotency_token(
                         "date": "2024-11-24",
                         "promise_id": "etl:2",
                         "callback_url": "http://dara.test",
-                        "callback_signature": SIGNER.token("etl:2"),
+                        "callback_signature": SIGNER.token("etl:2", INFO.incarnation),
                     },
                 },
             }

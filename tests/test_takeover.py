@@ -58,7 +58,7 @@ async def workers(tmp_path: Path) -> AsyncIterator[Workers]:
 async def test_second_worker_takes_over_a_suspended_run(workers: Workers) -> None:
     first, second = workers.first, workers.second
     pipeline = first.pipelines["starts_job_then_waits"]
-    await first.start_run("takeover", pipeline, {"job": "dara-demo"})
+    await first.start_run("takeover", pipeline, {"job": "dara-demo"}, started_by="test")
     await wait_until_waiting(first, "takeover")
     [started_run] = demo_job_runs(first)
     await first.stop()  # the first worker is gone; its run is suspended on the server
@@ -77,7 +77,7 @@ async def test_second_worker_takes_over_a_suspended_run(workers: Workers) -> Non
 async def test_an_abandoned_worker_is_taken_over_too(workers: Workers) -> None:
     """No clean shutdown: the first worker goes deaf mid-wait, as a killed process would."""
     first, second = workers.first, workers.second
-    await first.start_run("abandoned", first.pipelines["waits_for_callback"], {})
+    await first.start_run("abandoned", first.pipelines["waits_for_callback"], {}, started_by="test")
     await wait_until_waiting(first, "abandoned")
     workers.first_conn.abandon()
 

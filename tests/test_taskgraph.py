@@ -42,6 +42,7 @@ from app.workspace.client import workspace_client
 from app.workspace.embedded import EmbeddedWorkspace
 from steps import compute as compute_steps
 from steps.jobs import upsert_job
+from steps.task_graph_root import TaskGraphPathError, TaskGraphRoot, WorkspaceRoot
 from steps.workspace_files import import_format, upload_task_files
 
 EXAMPLE = PROJECT_ROOT / "examples" / "task_graph"
@@ -99,7 +100,7 @@ def test_unknown_compute_is_named_with_a_suggestion(tmp_path: Path) -> None:
 
 def test_missing_file(tmp_path: Path) -> None:
     graph = graph_in(tmp_path, [task("a"), task("b")], files={"a.py": NOTEBOOK})
-    assert problems_of(graph) == [f"task 'b': file 'b.py' not found in {tmp_path.resolve()}"]
+    assert problems_of(graph) == ["task 'b': file 'b.py' is not in the task graph's folder"]
 
 
 def test_duplicate_task_names(tmp_path: Path) -> None:
@@ -188,7 +189,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     assert len(found) == 5, found
     assert found[0].startswith("task name 'b' is used by 2 tasks")
     assert found[1].startswith("task 'b' uses unknown compute 'nowhere'")
-    assert found[2] == f"task 'e': file 'e.py' not found in {tmp_path.resolve()}"
+    assert found[2] == "task 'e': file 'e.py' is not in the task graph's folder"
     assert found[3].startswith("task 'a' depends on unknown task 'ghost'")
     assert found[4].startswith("dependency cycle: c -> d -> c ")
     message = str(caught.value)
@@ -519,8 +520,14 @@ def test_upload_names_a_missing_file_before_any_call(tmp_path: Path) -> None:
         def __getattr__(self, name: str) -> Any:
             raise AssertionError(f"unexpected API call: {name}")
 
-    with pytest.raises(FileNotFoundError, match=r"task file 'gone\.py' is not in"):
-        upload_task_files(NoCalls(), str(tmp_path), {"gone.py": "/Workspace/Shared/gone.py"})  # type: ignore[arg-type]
+    with pytest.raises(TaskGraphPathError, match=r"task file 'gone\.py' is not in folder '\.'"):
+        upload_task_files(
+            NoCalls(),  # type: ignore[arg-type]
+            TaskGraphRoot(tmp_path),
+            WorkspaceRoot("/Workspace/Shared"),
+            ".",
+            {"gone.py": "/Workspace/Shared/gone.py"},
+        )
 
 
 # -- the CLI ---------------------------------------------------------------------------------
@@ -570,7 +577,7 @@ def test_cli_reports_every_problem_and_exits_2(tmp_path: Path) -> None:
     assert "error: the task graph has 3 problems" in done.stderr
     for expected in (
         "unknown compute 'gpu'",
-        "file 'b.py' not found",
+        "file 'b.py' is not in the task graph's folder",
         "dependency cycle: a -> b -> a",
     ):
         assert expected in done.stderr
@@ -604,8 +611,13 @@ class Spy:
 
 def deploy_example(w: WorkspaceClient, name: str) -> int:
     graph = validate(TaskGraph.from_folder(EXAMPLE))
+    assert graph.folder is not None
     uploaded = upload_task_files(
-        w, str(graph.folder), workspace_paths(graph, f"/Workspace/Shared/{name}")
+        w,
+        TaskGraphRoot(graph.folder),
+        WorkspaceRoot("/Workspace/Shared"),
+        ".",
+        workspace_paths(graph, f"/Workspace/Shared/{name}"),
     )
     return upsert_job(w, job_settings(graph, name, uploaded))
 

@@ -6,11 +6,15 @@ functions that may ask for ``StepInfo`` or any registered dependency by type.
 
 from app.durable.context import Context, StepCall, WaitDefaults
 from app.durable.errors import StepError
-from app.durable.pipeline import REGISTRY, Pipeline, drive, pipeline
+from app.durable.pipeline import REGISTRY, SERVER_ONLY, Pipeline, drive, pipeline
+from app.durable.run_meta import ANONYMOUS, RunMeta
 from app.durable.step import StepInfo, StepRetry
 
 __all__ = [
+    "ANONYMOUS",
+    "RunMeta",
     "REGISTRY",
+    "SERVER_ONLY",
     "Context",
     "Pipeline",
     "StepCall",

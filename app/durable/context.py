@@ -23,7 +23,8 @@ from resonate.retry import Never
 from resonate.types import Value
 
 from app.durable.errors import WaitTimedOut
-from app.durable.step import durable_step, injected_parameters, return_type
+from app.durable.run_meta import RUN_META, RunMeta
+from app.durable.step import StepInfo, durable_step, injected_parameters, return_type
 
 
 #: Where a watchdog enforces deadlines: how long after its deadline the promise's own
@@ -107,10 +108,14 @@ class Wait:
 class Context:
     """Durable operations for a pipeline body."""
 
-    def __init__(self, ctx: ResonateContext, *, wait_timeout: timedelta | None = None) -> None:
+    def __init__(
+        self, ctx: ResonateContext, *, wait_timeout: timedelta | None = None, meta: RunMeta | None = None
+    ) -> None:
         self._ctx = ctx
         self._wait_timeout = wait_timeout
         self._waits: list[str] = []
+        #: What DARA recorded about this run: who started it, and its incarnation.
+        self.meta = meta or RunMeta()
 
     @property
     def run_id(self) -> str:
@@ -120,6 +125,9 @@ class Context:
     def run[T](self, step: typing.Callable[..., T], /, *args: Any, **kwargs: Any) -> StepCall[T]:
         """Run ``step`` once, durably: a replay returns its recorded result."""
         injected = injected_parameters(step, self._ctx)
+        if StepInfo in injected.values():
+            # In memory only: the SDK records a local step's result, not its arguments.
+            kwargs[RUN_META] = self.meta
         future = self._ctx.options(retry_policy=Never()).run(
             _durable_step(step, tuple(injected.items())), *args, **kwargs
         )

@@ -29,6 +29,7 @@ import pydantic
 from resonate.context import Context as ResonateContext
 
 from app.durable.context import Context
+from app.durable.run_meta import RUN_META, RunMeta
 
 type PipelineFunction = typing.Callable[..., typing.Generator[Any, Any, Any]]
 type DurableFunction = typing.Callable[..., typing.Awaitable[Any]]
@@ -36,6 +37,20 @@ type DurableFunction = typing.Callable[..., typing.Awaitable[Any]]
 
 class YieldError(TypeError):
     """A pipeline yielded something that is not a durable operation."""
+
+
+class _ServerOnly:
+    """Marks a pipeline parameter only DARA itself may set: ``Annotated[str, SERVER_ONLY]``.
+
+    ``POST /runs`` refuses it, so a caller cannot hand a pipeline what the service
+    computes for it (a confined path, a checked job definition).
+    """
+
+    def __repr__(self) -> str:
+        return "SERVER_ONLY"
+
+
+SERVER_ONLY = _ServerOnly()
 
 
 def drive(gen_fn: PipelineFunction, *, wait_timeout: timedelta | None = None) -> DurableFunction:
@@ -48,7 +63,8 @@ def drive(gen_fn: PipelineFunction, *, wait_timeout: timedelta | None = None) ->
         raise TypeError(msg)
 
     async def durable(ctx: ResonateContext, /, *args: Any, **kwargs: Any) -> Any:
-        context = Context(ctx, wait_timeout=wait_timeout)
+        meta = RunMeta.of(kwargs.pop(RUN_META, None))
+        context = Context(ctx, wait_timeout=wait_timeout, meta=meta)
         gen = gen_fn(context, *args, **kwargs)
         value: Any = None
         error: Exception | None = None
@@ -80,15 +96,27 @@ def drive(gen_fn: PipelineFunction, *, wait_timeout: timedelta | None = None) ->
     durable.__name__ = durable.__qualname__ = gen_fn.__name__
     durable.__doc__ = gen_fn.__doc__
     durable.__module__ = gen_fn.__module__
+    # The run's facts (app.durable.run_meta) ride along as a keyword-only parameter,
+    # so the SDK's signature check lets them through and they land in the root promise.
+    meta_param = inspect.Parameter(RUN_META, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Any)
+    params = list(signature.parameters.values())
+    if any(p.name == RUN_META for p in params):
+        msg = f"{gen_fn.__name__}: the parameter name {RUN_META!r} is DARA's own; rename it"
+        raise TypeError(msg)
+    keyword_end = next((i for i, p in enumerate(params) if p.kind is p.VAR_KEYWORD), len(params))
     durable.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=[ctx_param, *signature.parameters.values()]
+        parameters=[ctx_param, *params[:keyword_end], meta_param, *params[keyword_end:]]
     )
     return durable
 
 
-def user_signature(gen_fn: PipelineFunction) -> inspect.Signature:
-    """The pipeline's own parameters (``ctx`` removed), hints resolved, return = ``R``."""
-    hints = typing.get_type_hints(gen_fn)
+def user_signature(gen_fn: PipelineFunction, *, include_extras: bool = False) -> inspect.Signature:
+    """The pipeline's own parameters (``ctx`` removed), hints resolved, return = ``R``.
+
+    ``include_extras`` keeps ``Annotated`` metadata (a ``Field(pattern=...)``) for the
+    params model; the SDK gets the plain types.
+    """
+    hints = typing.get_type_hints(gen_fn, include_extras=include_extras)
     params = list(inspect.signature(gen_fn).parameters.values())[1:]
     return inspect.Signature(
         [p.replace(annotation=hints.get(p.name, Any)) for p in params],
@@ -114,20 +142,48 @@ class Pipeline:
     deadline: timedelta | None = None
     #: Default deadline of its waits (default: DARA_CALLBACK_TIMEOUT).
     wait_timeout: timedelta | None = None
+    #: Started only by DARA's own routes, never by ``POST /runs``: this says which route.
+    server_only: str | None = None
     durable: DurableFunction = field(init=False)
     params: type[pydantic.BaseModel] = field(init=False)
 
     def __post_init__(self) -> None:
         self.durable = drive(self.function, wait_timeout=self.wait_timeout)
-        self.params = params_model(self.name, user_signature(self.function))
+        self.params = params_model(self.name, user_signature(self.function, include_extras=True))
 
     @property
     def description(self) -> str:
         return inspect.cleandoc(self.function.__doc__ or "").split("\n\n")[0]
 
-    def validate(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Check ``params`` against the signature; raises ``pydantic.ValidationError``."""
-        model = self.params.model_validate(params)
+    @property
+    def server_only_params(self) -> list[str]:
+        """Parameters annotated ``SERVER_ONLY``: DARA sets them, callers may not."""
+        hints = typing.get_type_hints(self.function, include_extras=True)
+        return [
+            name
+            for name, hint in hints.items()
+            if typing.get_origin(hint) is typing.Annotated and SERVER_ONLY in hint.__metadata__
+        ]
+
+    def caller_refusal(self, params: dict[str, Any]) -> str | None:
+        """Why a caller may not start this pipeline with ``params`` itself, or None."""
+        if self.server_only is not None:
+            return f"pipeline {self.name!r} is started only by DARA itself: use {self.server_only}"
+        named = [name for name in self.server_only_params if name in params]
+        if named:
+            return (
+                f"{', '.join(map(repr, named))} of pipeline {self.name!r} "
+                f"{'is' if len(named) == 1 else 'are'} set only by DARA itself; leave "
+                f"{'it' if len(named) == 1 else 'them'} out"
+            )
+        return None
+
+    def validate(self, params: dict[str, Any], context: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Check ``params`` against the signature; raises ``pydantic.ValidationError``.
+
+        ``context`` carries what app.durable.params types check against.
+        """
+        model = self.params.model_validate(params, context=context)
         return {name: getattr(model, name) for name in type(model).model_fields}
 
 
@@ -153,6 +209,7 @@ def pipeline(
     name: str | None = None,
     deadline: timedelta | None = None,
     wait_timeout: timedelta | None = None,
+    server_only: str | None = None,
 ) -> typing.Callable[[PipelineFunction], PipelineFunction]: ...
 def pipeline(
     fn: PipelineFunction | None = None,
@@ -161,11 +218,14 @@ def pipeline(
     name: str | None = None,
     deadline: timedelta | None = None,
     wait_timeout: timedelta | None = None,
+    server_only: str | None = None,
 ) -> Any:
     """Declare a pipeline. Defining it is registering it: the service finds it by name.
 
     ``deadline`` bounds each run of it and ``wait_timeout`` each of its waits; both
     default to the service's settings (DARA_RUN_DEADLINE, DARA_CALLBACK_TIMEOUT).
+    ``server_only`` names the route that starts it, for a pipeline whose parameters
+    only DARA may compute: ``POST /runs`` then refuses it and points there.
     """
 
     def register(gen_fn: PipelineFunction) -> PipelineFunction:
@@ -174,7 +234,9 @@ def pipeline(
         if existing is not None and existing.function.__qualname__ != gen_fn.__qualname__:
             msg = f"two pipelines are named {key!r}: rename one (pipeline(name=...))"
             raise ValueError(msg)
-        REGISTRY[key] = Pipeline(key, gen_fn, deadline=deadline, wait_timeout=wait_timeout)
+        REGISTRY[key] = Pipeline(
+            key, gen_fn, deadline=deadline, wait_timeout=wait_timeout, server_only=server_only
+        )
         return gen_fn
 
     return register(fn) if fn is not None else register

@@ -32,6 +32,7 @@ from typing import Any
 from resonate.context import Context as ResonateContext
 
 from app.durable.errors import StepError, is_transient
+from app.durable.run_meta import ANONYMOUS, RUN_META, RunMeta
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,10 @@ class StepInfo:
     #: it is the same on every re-execution of this step and different for a later
     #: run that reuses the id (e.g. after the in-process server was restarted).
     deadline_ms: int
+    #: The run's incarnation (app.durable.run_meta): callback tokens are bound to it.
+    incarnation: str = ""
+    #: Who started the run.
+    started_by: str = ANONYMOUS
 
     @property
     def idempotency_token(self) -> str:
@@ -112,7 +117,14 @@ def durable_step(
     public_signature = signature.replace(parameters=public)
 
     async def call(ctx: ResonateContext, /, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        info = StepInfo(id=ctx.info.id, run_id=ctx.info.origin_id, deadline_ms=ctx.info.timeout_at)
+        meta = RunMeta.of(kwargs.pop(RUN_META, None))
+        info = StepInfo(
+            id=ctx.info.id,
+            run_id=ctx.info.origin_id,
+            deadline_ms=ctx.info.timeout_at,
+            incarnation=meta.incarnation,
+            started_by=meta.started_by,
+        )
         arguments = dict(public_signature.bind(*args, **kwargs).arguments)
         for param, kind in injected.items():
             arguments[param] = info if kind is StepInfo else ctx.get_dependency(kind)
@@ -121,10 +133,13 @@ def durable_step(
         return {"step": name, "result": result}
 
     ctx_param = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_ONLY)
+    meta_param = inspect.Parameter(RUN_META, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Any)
+    keyword_end = next((i for i, p in enumerate(public) if p.kind is p.VAR_KEYWORD), len(public))
     call.__name__ = call.__qualname__ = name
     call.__doc__ = step.__doc__
     call.__signature__ = public_signature.replace(  # type: ignore[attr-defined]
-        parameters=[ctx_param, *public], return_annotation=Any
+        parameters=[ctx_param, *public[:keyword_end], meta_param, *public[keyword_end:]],
+        return_annotation=Any,
     )
     return call
 

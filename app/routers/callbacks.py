@@ -1,8 +1,12 @@
 """Notebooks calling back: ``POST /resolve`` and ``POST /reject``.
 
-Each call carries the promise id and its callback token (an HMAC of the id). The
-settle itself is Resonate's: the first write wins, and repeating it returns what was
-settled, so a notebook that retries after a lost response does no harm.
+Each call carries the promise id and its callback token (app.callbacks). A call
+settles only the wait its token was issued for: that promise id, in the incarnation
+of the run that issued it, and only a wait (``ctx.promise()``) -- never a step's
+recorded result, a watcher, or the run itself. Each refusal is a 403 that says which
+rule it broke. The settle itself is Resonate's: the first write wins, and repeating
+it returns what was settled, so a notebook that retries after a lost response does
+no harm.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ from resonate.types import Value
 from app.dependencies import RuntimeDep
 from app.routers.answers import CALLBACK_REFUSED
 from app.limits import check_json_depth
-from app.runs import RUN_ID_PATTERN, get_promise
+from app.runs import RUN_ID_PATTERN, get_promise, is_run, promise_kind, run_meta
 from app.runtime import Runtime
 
 router = APIRouter(tags=["callbacks"])
 
-PROMISE_ID_PATTERN = RUN_ID_PATTERN.removesuffix("$") + r":[0-9]+(\.[0-9]+)*$"
+#: Any promise of a run: the run itself, ``<run>:2``, a watcher's ``<run>:d<hex>``. Only
+#: callback waits are settled; the others are refused with a 403 that says what they are.
+PROMISE_ID_PATTERN = RUN_ID_PATTERN.removesuffix("$") + r"(:[A-Za-z0-9.]{1,64}){0,8}$"
 PromiseId = Annotated[str, Field(pattern=PROMISE_ID_PATTERN, description="The promise_id widget.")]
 Token = Annotated[str, Field(max_length=128, description="The callback_signature widget.")]
 
@@ -79,13 +85,37 @@ async def _settle(
         raise HTTPException(
             401, "missing token: send the callback_signature widget's value as `token`"
         )
-    if not runtime.signer.verify(promise_id, token):
-        raise HTTPException(403, f"token does not match promise {promise_id!r}")
+    issued_to = runtime.signer.issued_for(promise_id, token)
+    if issued_to is None:
+        raise HTTPException(
+            403, f"token does not match promise {promise_id!r}: send the promise_id and "
+            "callback_signature widgets of the notebook run DARA started for that wait"
+        )
+    run_id, _, position = promise_id.partition(":")
+    root = await get_promise(runtime.resonate, run_id)
+    if root is None or not is_run(root):
+        raise HTTPException(
+            404, f"no run {run_id!r}: it was never started, or the in-process server that "
+            "held it was restarted"
+        )
+    if run_meta(root).incarnation != issued_to:
+        raise HTTPException(
+            403, f"token was issued to an earlier run that also had the id {run_id!r}; the run "
+            "that has it now did not start your notebook, so its waits are not yours to settle"
+        )
+    if not position:
+        raise HTTPException(
+            403, f"{promise_id!r} is the run itself, not a wait; a callback settles only the "
+            "wait it was issued for"
+        )
     record = await get_promise(runtime.resonate, promise_id)
     if record is None:
+        raise HTTPException(404, f"run {run_id!r} has no promise {promise_id!r}")
+    kind = promise_kind(record)
+    if kind != "callback":
         raise HTTPException(
-            404, f"no promise {promise_id!r}: it was never created, or the in-process "
-            "server that held it was restarted"
+            403, f"{promise_id!r} is a {kind} of run {run_id!r}, not a wait (ctx.promise()); "
+            "only a wait can be settled from outside"
         )
     if record.state != "pending":
         return Settlement(id=promise_id, state=record.state, already_settled=True)

@@ -1,4 +1,8 @@
-"""Liveness, and which backends this instance is wired to."""
+"""Liveness, and which kinds of backend this instance is wired to.
+
+Open to anyone (probes), so it names kinds only: never the workspace's host or the
+Resonate server's address.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +19,11 @@ router = APIRouter(tags=["health"])
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
     resonate: Literal["in-process", "server", "postgres"]
-    workspace: str
+    workspace: Literal["embedded", "databricks"]
 
 
 @router.get("/health", response_model=Health)
 async def health(runtime: RuntimeDep) -> Health:
     settings = runtime.settings
     backend = "server" if settings.resonate_url else "postgres" if settings.postgres_dsn else "in-process"
-    return Health(resonate=backend, workspace=runtime.workspace.config.host or "")
+    return Health(resonate=backend, workspace="embedded" if settings.uses_embedded_workspace else "databricks")

@@ -47,10 +47,10 @@ def shown(value: Any) -> str:
 
 @router.get("", summary="Recent runs")
 async def runs_page(runtime: RuntimeDep) -> str:
-    recent = await list_runs(runtime.resonate, runtime.local_server, limit=50)
+    recent = await list_runs(runtime.resonate, runtime.local_server, limit=50, workspace_host=runtime.workspace_host)
     rows = "".join(
         f'<tr><td><a href="/ui/runs/{escape(run.id)}">{escape(run.id)}</a></td><td>{escape(run.pipeline)}</td>'
-        f"<td>{badge(run.status)}</td><td>{run.progress.done}/{run.progress.seen}</td>"
+        f"<td>{badge(run.status)}</td><td>{escape(run.started_by)}</td><td>{run.progress.done}/{run.progress.seen}</td>"
         f"<td>{run.started_at:%Y-%m-%d %H:%M:%S}</td><td>{run.elapsed_seconds:.1f} s</td></tr>"
         for run in recent.runs
     )
@@ -58,15 +58,15 @@ async def runs_page(runtime: RuntimeDep) -> str:
     body = (
         "<h1>DARA runs</h1>"
         f"<p>Pipelines: {pipelines}. JSON: <a href=/runs>/runs</a>, API docs: <a href=/docs>/docs</a>.</p>"
-        "<table><tr><th>run</th><th>pipeline</th><th>status</th><th>progress</th><th>started</th><th>elapsed</th></tr>"
-        f"{rows or '<tr><td colspan=6>No runs yet.</td></tr>'}</table>"
+        "<table><tr><th>run</th><th>pipeline</th><th>status</th><th>started by</th><th>progress</th><th>started</th>"
+        f"<th>elapsed</th></tr>{rows or '<tr><td colspan=7>No runs yet.</td></tr>'}</table>"
     )
     return page("runs", body)
 
 
 @router.get("/runs/{run_id}", summary="One run", responses=NO_RUN)
 async def run_page(run_id: Annotated[str, Path(pattern=RUN_ID_PATTERN)], runtime: RuntimeDep) -> str:
-    run = await read_run(runtime.resonate, run_id)
+    run = await read_run(runtime.resonate, run_id, workspace_host=runtime.workspace_host)
     if run is None:
         raise HTTPException(404, f"no run {run_id!r}")
     return page(run.id, _run_body(run), refresh=run.status in ("running", "waiting"))
@@ -80,13 +80,19 @@ def _run_body(run: RunView) -> str:
         f"<td>{escape(step.error) if step.error else shown(step.result)}</td></tr>"
         for step in run.steps
     )
+    # dbr.url is DARA's own (app.runs.run_link: the workspace host and two integers),
+    # never a value a step or a notebook recorded.
     links = "".join(
-        f'<li><a href="{escape(dbr.url)}">Databricks run {dbr.run_id}</a></li>' for dbr in run.databricks_runs
+        f'<li><a href="{escape(dbr.url)}" rel="noopener noreferrer">Databricks run {dbr.run_id}</a></li>'
+        if dbr.url
+        else f"<li>Databricks run {dbr.run_id}</li>"
+        for dbr in run.databricks_runs
     )
     outcome = f"<p><b>Error:</b> {escape(run.error)}</p>" if run.error else shown(run.result)
     return (
         f'<p><a href="/ui">← runs</a></p><h1>{escape(run.id)} {badge(run.status)}</h1>'
-        f"<p>Pipeline <code>{escape(run.pipeline)}</code> · {run.progress.done}/{run.progress.seen} done · "
+        f"<p>Pipeline <code>{escape(run.pipeline)}</code> · started by {escape(run.started_by)} · "
+        f"{run.progress.done}/{run.progress.seen} done · "
         f"{run.elapsed_seconds:.1f} s · deadline {run.deadline:%Y-%m-%d %H:%M} UTC · "
         f'<a href="/runs/{escape(run.id)}">JSON</a> · <code>resonate tree {escape(run.id)}</code></p>'
         f"{outcome}<h2>Parameters</h2>{shown(run.params)}"

@@ -14,7 +14,9 @@ from pydantic import BaseModel, Field
 from resonate.types import Value
 
 from app.dependencies import RuntimeDep
-from app.routers.answers import ID_TAKEN, NO_PIPELINE, NO_RUN, RUN_ENDED
+from app.durable import ANONYMOUS
+from app.durable.params import CALLBACK_URLS
+from app.routers.answers import ID_TAKEN, NO_PIPELINE, NO_RUN, NOT_YOURS, RUN_ENDED
 from app.runs import RUN_ID_PATTERN, RunPage, RunStatus, RunSummary, RunView, list_runs, read_run
 from app.runtime import Runtime
 from app.security import CurrentUser, audit
@@ -36,8 +38,10 @@ class StartRun(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description="The pipeline's parameters.")
 
 
-async def start(runtime: Runtime, run_id: str, pipeline_name: str, params: dict[str, Any]) -> tuple[RunView, bool]:
-    """Start a run, or find the one already called ``run_id``; (run, created)."""
+async def start(
+    runtime: Runtime, run_id: str, pipeline_name: str, params: dict[str, Any], *, started_by: str = ANONYMOUS
+) -> tuple[RunView, bool]:
+    """Start a run for ``started_by``, or find the one already called ``run_id``; (run, created)."""
     pipeline = runtime.pipelines.get(pipeline_name)
     if pipeline is None:
         known = ", ".join(sorted(runtime.pipelines)) or "none"
@@ -51,15 +55,15 @@ async def start(runtime: Runtime, run_id: str, pipeline_name: str, params: dict[
                 raise HTTPException(
                     409, f"run {run_id!r} exists and runs {existing.pipeline!r}; pick another id"
                 )
-            return await read_run(runtime.resonate, run_id) or existing, False
+            return await read_run(runtime.resonate, run_id, workspace_host=runtime.workspace_host) or existing, False
         try:
-            validated = pipeline.validate(params)
+            validated = pipeline.validate(params, context={CALLBACK_URLS: runtime.signer.allowed_urls})
         except pydantic.ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}" for e in exc.errors()
             )
             raise HTTPException(422, f"bad params for {pipeline.name}: {problems}") from None
-        await runtime.start_run(run_id, pipeline, validated)
+        await runtime.start_run(run_id, pipeline, validated, started_by=started_by)
         # A run a moment old has no steps worth a request each to read.
         run = await read_run(runtime.resonate, run_id, with_steps=False)
     assert run is not None
@@ -69,7 +73,10 @@ async def start(runtime: Runtime, run_id: str, pipeline_name: str, params: dict[
 @router.post("/runs", response_model=RunView, status_code=status.HTTP_201_CREATED, responses=NO_PIPELINE | ID_TAKEN)
 async def start_run(body: StartRun, runtime: RuntimeDep, user: CurrentUser, response: Response) -> RunView:
     """Start a pipeline. An id that exists already returns that run (200), never a second one."""
-    run, created = await start(runtime, body.id or uuid.uuid4().hex, body.pipeline, body.params)
+    pipeline = runtime.pipelines.get(body.pipeline)
+    if pipeline is not None and (refusal := pipeline.caller_refusal(body.params)):
+        raise HTTPException(422, refusal)
+    run, created = await start(runtime, body.id or uuid.uuid4().hex, body.pipeline, body.params, started_by=user)
     audit(user, "started" if created else "asked again for", run.id, run.pipeline)
     if not created:
         response.status_code = status.HTTP_200_OK
@@ -79,12 +86,18 @@ async def start_run(body: StartRun, runtime: RuntimeDep, user: CurrentUser, resp
 @router.get("/run", response_model=RunSummary, responses=ID_TAKEN)
 async def run_demo(
     runtime: RuntimeDep,
+    user: CurrentUser,
     id: Annotated[str, Query(pattern=RUN_ID_PATTERN)],
-    url: Annotated[str | None, Query(max_length=2048, description="Callback base URL")] = None,
+    url: Annotated[
+        str | None,
+        Query(max_length=2048, description="Callback base URL: DARA_PUBLIC_URL or one of DARA_CALLBACK_URLS"),
+    ] = None,
 ) -> RunSummary:
     """The original example's form: start the demo notebook job as ``id`` or report on it."""
     params = {"job": runtime.settings.demo_job_name, "params": {}, "url": url}
-    run, _ = await start(runtime, id, "notebook_job", params)
+    run, created = await start(runtime, id, "notebook_job", params, started_by=user)
+    if created:
+        audit(user, "started", run.id, run.pipeline)
     return RunSummary.of(run)
 
 
@@ -97,14 +110,15 @@ async def get_run(
     ] = 0,
 ) -> RunView:
     """A run, its steps so far and its Databricks runs. ``wait`` long-polls for the end."""
-    run = await read_run(runtime.resonate, run_id)
+    host = runtime.workspace_host
+    run = await read_run(runtime.resonate, run_id, workspace_host=host)
     if run is None:
         raise HTTPException(404, f"no run {run_id!r}; start one with POST /runs")
     if wait and run.status in ("running", "waiting"):
         handle = await runtime.resonate.get(run_id)
         with contextlib.suppress(Exception):  # the outcome is read back below either way
             await asyncio.wait_for(handle.result(), timeout=wait)
-        run = await read_run(runtime.resonate, run_id)
+        run = await read_run(runtime.resonate, run_id, workspace_host=host)
         assert run is not None
     return run
 
@@ -120,7 +134,13 @@ async def get_runs(
     """Recent runs, newest first; filter by pipeline and status, page with ``cursor``."""
     try:
         return await list_runs(
-            runtime.resonate, runtime.local_server, pipeline=pipeline, status=status, limit=limit, cursor=cursor
+            runtime.resonate,
+            runtime.local_server,
+            pipeline=pipeline,
+            status=status,
+            limit=limit,
+            cursor=cursor,
+            workspace_host=runtime.workspace_host,
         )
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
@@ -137,16 +157,23 @@ class Cancellation(BaseModel):
     databricks: list[DatabricksCancel] = Field(description="What became of each Databricks run it started.")
 
 
-@router.post("/runs/{run_id}/cancel", response_model=Cancellation, responses=NO_RUN | RUN_ENDED)
+@router.post("/runs/{run_id}/cancel", response_model=Cancellation, responses=NO_RUN | NOT_YOURS | RUN_ENDED)
 async def cancel_run(run_id: RunIdPath, runtime: RuntimeDep, user: CurrentUser) -> Cancellation:
     """Cancel the Databricks runs a run started, and end the run as cancelled.
 
-    Its pending waits are cancelled too, so watchers stop and a late callback is
-    answered ``already_settled``.
+    Only whoever started the run, or one of DARA_ADMINS, may cancel it. Its pending
+    waits are cancelled too, so watchers stop and a late callback is answered
+    ``already_settled``.
     """
-    run = await read_run(runtime.resonate, run_id)
+    run = await read_run(runtime.resonate, run_id, workspace_host=runtime.workspace_host)
     if run is None:
         raise HTTPException(404, f"no run {run_id!r}")
+    if not runtime.may_cancel(user, run.started_by):
+        audit(user, "was refused cancelling", run_id, run.pipeline)
+        raise HTTPException(
+            403, f"run {run_id!r} was started by {run.started_by!r}, not you ({user!r}); only they "
+            "or one of DARA_ADMINS may cancel it"
+        )
     if run.status not in ("running", "waiting"):
         raise HTTPException(409, f"run {run_id!r} is already {run.status}; nothing to cancel")
     databricks = [await _cancel_databricks(runtime, started.run_id) for started in run.databricks_runs]
@@ -155,7 +182,7 @@ async def cancel_run(run_id: RunIdPath, runtime: RuntimeDep, user: CurrentUser) 
         if step.kind == "callback" and step.state == "pending":
             await runtime.resonate.promises.cancel(step.id, reason)
     await runtime.resonate.promises.cancel(run_id, reason)
-    cancelled = await read_run(runtime.resonate, run_id)
+    cancelled = await read_run(runtime.resonate, run_id, workspace_host=runtime.workspace_host)
     assert cancelled is not None
     audit(user, "cancelled", run_id, run.pipeline)
     return Cancellation(run=cancelled, databricks=databricks)

@@ -1,37 +1,34 @@
 """Starting ``upload_and_process`` with the file in the request, as multipart form data.
 
-The pipeline uploads from a path on the service's disk, so the route saves the file
-first, under ``DARA_STATE_DIR/uploads/<run id>/``, and passes that path. The path must
-still exist when the upload step runs: on the in-process and Postgres backends that is
-this process; with a Resonate server and several workers, they need to share the state
-directory.
+The route saves the file in the upload store (``steps.uploaded_files``, under
+``DARA_STATE_DIR/uploads``) and starts the run with the opaque handle it issues --
+never a host path, in the run's params or in this answer. The pipeline discards the
+file once the volume has it; a request that finds the run already there (200)
+discards the copy it just saved. The file must still be there when the upload step
+runs: on the in-process and Postgres backends that is this process; with a Resonate
+server and several workers, they need to share the state directory.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import shutil
-import tempfile
 import uuid
-from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, HTTPException, Request, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, HTTPException, Response, UploadFile, status
 
 from app.dependencies import RuntimeDep
 from app.routers.answers import ID_TAKEN
 from app.limits import check_json_depth
 from app.routers.runs import start
-from app.runs import RUN_ID_PATTERN, RunView, read_run
+from app.runs import RUN_ID_PATTERN, RunView
+from app.security import CurrentUser, audit
 from steps.files import check_volume_path
 
 router = APIRouter(tags=["runs"])
 
 PIPELINE = "upload_and_process"
-_CHUNK = 1 << 20
 
 
 @router.post(
@@ -39,8 +36,8 @@ _CHUNK = 1 << 20
     responses=ID_TAKEN,
 )
 async def upload_and_process(
-    request: Request,
     runtime: RuntimeDep,
+    user: CurrentUser,
     response: Response,
     file: Annotated[UploadFile, File(description="The file to upload to the volume.")],
     volume_path: Annotated[
@@ -69,22 +66,18 @@ async def upload_and_process(
         check_volume_path(volume_path)  # before saving: a typo is a 422, not a failed run
     except ValueError as exc:
         raise HTTPException(422, f"volume_path: {exc}") from None
-    name = _safe_name(file.filename)
-    # One request at a time per app between "does the run exist" and "start it", so a
-    # repeated request never overwrites the file a run it did not create is reading.
-    async with _lock(request):
-        saved = None
-        if await read_run(runtime.resonate, run_id) is None:
-            saved = runtime.settings.state_dir / "uploads" / run_id / name
-            await asyncio.to_thread(_save, file, saved)
-        try:
-            run, created = await start(runtime, run_id, PIPELINE, {"file": str(saved), **arguments})
-        except HTTPException:
-            if saved is not None:
-                saved.unlink(missing_ok=True)
-                with contextlib.suppress(OSError):  # the folder this request made, if it is empty
-                    saved.parent.rmdir()
-            raise
+    _safe_name(file.filename)
+    store = runtime.uploads
+    # Every request saves under a fresh handle, so none can replace the file a run reads.
+    await asyncio.to_thread(file.file.seek, 0)
+    handle = await asyncio.to_thread(store.save, file.file, run_id)
+    created = False
+    try:
+        run, created = await start(runtime, run_id, PIPELINE, {"upload": handle, **arguments}, started_by=user)
+    finally:
+        if not created:  # refused, or the run already existed: it will never read this copy
+            await asyncio.to_thread(store.discard, handle, run_id)
+    audit(user, "started" if created else "asked again for", run.id, run.pipeline)
     if not created:
         response.status_code = status.HTTP_200_OK
     return run
@@ -103,7 +96,11 @@ def _json_object(text: str) -> dict[str, Any]:
 
 
 def _safe_name(filename: str | None) -> str:
-    """The upload's own name, refused if it could leave its folder or is unprintable."""
+    """The upload's own name, refused if it has folders in it or is unprintable.
+
+    Only checked, never used on disk (the store names files by handle): a name like
+    ``../x.csv`` says the client meant something this route does not do.
+    """
     if not filename:
         raise HTTPException(422, "file: the upload has no filename; send one in the form part")
     if (
@@ -116,24 +113,3 @@ def _safe_name(filename: str | None) -> str:
         msg = f"file: {filename!r} is not a plain file name; send it without folders, e.g. data.csv"
         raise HTTPException(422, msg)
     return filename
-
-
-def _save(upload: UploadFile, path: Path) -> None:
-    """Copy the upload to ``path`` in chunks, replacing it whole or not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    upload.file.seek(0)
-    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(upload.file, out, _CHUNK)
-        os.replace(partial, path)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
-
-
-def _lock(request: Request) -> asyncio.Lock:
-    state = request.app.state
-    if not hasattr(state, "upload_lock"):
-        state.upload_lock = asyncio.Lock()
-    return state.upload_lock

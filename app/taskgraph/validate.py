@@ -104,9 +104,9 @@ def _compute_problems(graph: TaskGraph, task: str, compute: str, fmt: str) -> li
 def _file_problems(folder: Path, task: str, file: str, fmt: str) -> list[str]:
     path = folder / file
     if not path.exists():
-        return [f"task {task!r}: file {file!r} not found in {folder}"]
+        return [f"task {task!r}: file {file!r} is not in the task graph's folder"]
     if not path.is_file():
-        return [f"task {task!r}: {file!r} in {folder} is not a file"]
+        return [f"task {task!r}: {file!r} in the task graph's folder is not a file"]
     if path.suffix.casefold() != ".py":
         return []
     first_line = _first_line(path)

@@ -86,4 +86,6 @@ def deploy_demo(
 ) -> int:
     """Import the notebooks and create or update the demo job; returns its id."""
     paths = import_notebooks(w, folder)
-    return upsert_job(w, demo_job_settings(job_name, paths[DEMO_NOTEBOOK], cluster))
+    # adopt: the name is DARA_DEMO_JOB_NAME, the operator's own setting, and a demo job
+    # made before DARA tagged its jobs must not stop the service from starting.
+    return upsert_job(w, demo_job_settings(job_name, paths[DEMO_NOTEBOOK], cluster), adopt=True)

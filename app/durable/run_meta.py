@@ -1,0 +1,53 @@
+"""What DARA records about a run beside its pipeline's own arguments.
+
+Resonate's root promise holds the call (function, args, kwargs) and nothing else a
+caller could name, so DARA passes its own facts about a run as one hidden keyword
+argument of the root call, ``_dara``. Being part of the root promise, they are as
+durable as the run, on every backend, and are fixed when the run id is first
+created: starting the same id again returns the existing promise, facts included.
+
+- ``started_by``: who started the run (shown in the API and pages; cancel checks it).
+- ``incarnation``: a nonce unique to this creation of the run id. Callback tokens
+  are bound to it (app.callbacks), so a token issued to an earlier run that had the
+  same id -- before an in-process server restarted, say -- cannot settle this one.
+
+Runs created before these facts existed read as started by ``anonymous`` with an
+empty incarnation.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+#: The hidden keyword argument of every run's root call. A leading underscore keeps
+#: it out of a pipeline's parameter model: a caller cannot pass it as a param.
+RUN_META = "_dara"
+ANONYMOUS = "anonymous"
+
+
+@dataclass(frozen=True)
+class RunMeta:
+    started_by: str = ANONYMOUS
+    incarnation: str = ""
+
+    @classmethod
+    def new(cls, started_by: str) -> RunMeta:
+        return cls(started_by=started_by, incarnation=uuid.uuid4().hex)
+
+    @classmethod
+    def of(cls, data: Any) -> RunMeta:
+        """Read back from a root promise's kwargs; anything unexpected reads as the default."""
+        if isinstance(data, RunMeta):
+            return data
+        if not isinstance(data, dict):
+            return cls()
+        started_by, incarnation = data.get("started_by"), data.get("incarnation")
+        return cls(
+            started_by=started_by if isinstance(started_by, str) and started_by else ANONYMOUS,
+            incarnation=incarnation if isinstance(incarnation, str) else "",
+        )
+
+    def as_kwarg(self) -> dict[str, str]:
+        return {"started_by": self.started_by, "incarnation": self.incarnation}
