@@ -5,10 +5,11 @@ Resonate functions -- on any worker, surviving restarts, holding nothing in memo
 while they sleep -- and both end their wait by rejecting the promise the pipeline is
 waiting on, so the pipeline fails with a clear message instead of hanging.
 
-* :func:`expire_promise` enforces a wait's deadline where the backend does not.
-  ``Context.promise()`` starts one per wait on a Resonate server or Postgres: the
-  Resonate server times out a promise without a target only when it is read. DARA's
-  in-process server times waits out itself (app.durable.in_process), so needs none.
+* :func:`expire_promise` enforces a wait's deadline on a backend DARA does not count
+  on for it (``WaitDefaults.backend_times_out`` false): ``Context.promise()`` then
+  starts one per wait. DARA's in-process server times waits out itself
+  (app.durable.in_process), and so does the Resonate server v0.9.8: every second it
+  times out every pending promise past its timeout, with or without a target.
 * :func:`watch_run` notices a Databricks run that ended without calling back (cluster
   lost, notebook killed, failure before the callback cell). It checks the run with
   backoff; once the run is over and a grace period for an in-flight callback has

@@ -22,6 +22,13 @@ seconds, starts it again and waits for every run. Then it prints a table:
   afterwards from timestamps (see below). The script kills by observation from
   outside, so it can only aim; this column says where it hit.
 
+A second table has a row per run: its status, and each Databricks run it started with
+that run's state. A run that started no Databricks run, or one whose Databricks run has
+no ``start_time``, is ``never started``. Fields missing from a Databricks run (no
+``start_time``, ``end_time`` or ``state``) are read as unknown, never as an error. The
+tables always print: a point that fails is a row with a note, and Ctrl-C prints what
+the script has seen so far.
+
 There is no fault hook in the service, so each point is reached by watching it:
 
 * ``before_start``: kill as soon as ``POST /runs`` answered. Hit when the run's
@@ -41,8 +48,10 @@ After a SIGKILL the backend still holds the dead process's task leases until the
 lapse (Resonate's default lease is a minute), so the runs of every point but
 ``suspended`` resume about a minute after the restart; ``--timeout`` allows for that.
 
-The in-process default is refused: it keeps nothing across a restart, so every kill
-would lose every run (README, "What the in-process default does not keep").
+The in-process default is refused before anything starts: it keeps nothing across a
+restart, so every kill would lose every run (README, "What the in-process default does
+not keep"). A service that reports another backend in ``/health`` than the one given
+(a ``.env`` can do that) is refused too.
 
 With the embedded workspace (no ``DATABRICKS_HOST``), the workspace lives inside the
 service and dies with it: notebooks keep running in their own processes and call back,
@@ -57,6 +66,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -76,6 +86,11 @@ FINISHED = {"done", "failed", "cancelled", "timed_out"}
 NAME = "chaos"
 COUNT = 5
 EXPECTED = {"greeting": f"hello {NAME}", "sum_of_squares": sum(i * i for i in range(COUNT))}
+NEVER_STARTED = "never started"
+
+
+class Fatal(Exception):  # noqa: N818 -- it says what it is
+    """Nothing more can be measured (the service does not start, no demo job): stop, print the table."""
 
 
 # -- HTTP --------------------------------------------------------------------------------
@@ -106,7 +121,7 @@ class Dara:
 
 
 class Workspace:
-    """The jobs API of the workspace the service uses (read from its /health)."""
+    """The jobs API of the workspace the service uses (see :meth:`Service.workspace_host`)."""
 
     def __init__(self, host: str) -> None:
         self.host = host.rstrip("/")
@@ -119,7 +134,7 @@ class Workspace:
     def job_id(self, name: str) -> int:
         jobs = [j for j in self.get("/api/2.2/jobs/list", name=name).get("jobs", []) if j["settings"]["name"] == name]
         if len(jobs) != 1:
-            sys.exit(f"expected one job named {name!r} in {self.host}, found {len(jobs)}")
+            raise Fatal(f"expected one job named {name!r} in {self.host}, found {len(jobs)}")
         return jobs[0]["job_id"]
 
     def runs(self, job_id: int) -> dict[int, dict[str, Any]]:
@@ -153,14 +168,45 @@ class Service:
         log = open(self.log_dir / f"service-{self.starts}.log", "wb")  # noqa: SIM115 -- the child keeps it
         self.process = subprocess.Popen([sys.executable, "-m", "app"], cwd=PROJECT_ROOT, env=self.env, stdout=log, stderr=log)
         deadline = time.monotonic() + timeout
-        while not self.dara.up():
+        health: dict[str, Any] | None = None
+        problem = "no answer"
+        while health is None:
             if self.process.poll() is not None:
-                sys.exit(f"the service exited with {self.process.returncode}; see {log.name}")
+                raise Fatal(f"the service exited with {self.process.returncode}; see {log.name}")
             if time.monotonic() > deadline:
                 self.kill()
-                sys.exit(f"the service was not healthy within {timeout}s; see {log.name}")
-            time.sleep(0.1)
-        return Workspace(self.dara("GET", "/health")["workspace"])
+                raise Fatal(f"the service was not healthy within {timeout}s ({problem}); see {log.name}")
+            try:
+                health = self.dara("GET", "/health", timeout=2)
+            except urllib.error.HTTPError as error:  # e.g. 503: up, but the backend is not
+                problem = f"/health answered {error.code}: {error.read().decode(errors='replace')[:300]}"
+                time.sleep(0.5)
+            except (urllib.error.URLError, OSError, ValueError):
+                time.sleep(0.1)
+        wanted = "server" if self.env.get("RESONATE_URL") else "postgres"
+        if health.get("resonate") != wanted:
+            self.stop()
+            raise Fatal(
+                f"the service runs on the {health.get('resonate')!r} Resonate backend, not the {wanted!r} "
+                f"one given (does {PROJECT_ROOT / '.env'} set another?); on the in-process one every "
+                "kill would lose every run"
+            )
+        return Workspace(self.workspace_host(health.get("workspace"), Path(log.name)))
+
+    def workspace_host(self, kind: str | None, log: Path) -> str:
+        """Where the service's workspace is. ``/health`` names only its kind (it is open to anyone):
+        a real one is ``DATABRICKS_HOST``; the embedded one logs its address as it starts."""
+        if kind == "databricks":
+            host = self.env.get("DATABRICKS_HOST") or ""
+            if not host:
+                self.stop()
+                raise Fatal("the service uses a real workspace: export DATABRICKS_HOST (and DATABRICKS_TOKEN)")
+            return host if "://" in host else f"https://{host}"
+        found = re.search(r"embedded Databricks workspace at (\S+)", log.read_text(errors="replace"))
+        if not found:
+            self.stop()
+            raise Fatal(f"the service did not log its embedded workspace's address; see {log}")
+        return found.group(1)
 
     def kill(self) -> float:
         """SIGKILL: no shutdown, no cleanup. Returns when it happened (epoch seconds)."""
@@ -200,30 +246,132 @@ def service_env(args: argparse.Namespace) -> dict[str, str]:
 
 @dataclass
 class Outcome:
+    """One point, filled in as it goes, so a point cut short still reports what it saw.
+
+    ``views`` are the runs as ``GET /runs/{id}`` answered at the end, ``dbx`` the job's
+    Databricks runs (``runs/list`` payloads) at the end, ``before`` those from before the
+    point. Every count is worked out from them and reads missing fields as unknown.
+    """
+
     point: str
-    runs: int = 0
-    at_point: int = 0
-    completed: int = 0
-    databricks_runs: int = 0
-    lost_callbacks: int = 0
+    ids: list[str] = field(default_factory=list)  # the runs started
+    killed_at: float | None = None
+    before: set[int] = field(default_factory=set)
+    views: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dbx: dict[int, dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def runs(self) -> int:
+        return len(self.ids)
+
+    @property
+    def at_point(self) -> int:
+        if self.killed_at is None:
+            return 0
+        return sum(was_at_point(self.point, view, self.dbx, self.killed_at) for view in self.views.values())
+
+    @property
+    def completed(self) -> int:
+        return sum(completed(view) for view in self.views.values())
+
+    @property
+    def databricks_runs(self) -> int:
+        return len(set(self.dbx) - self.before)
+
+    @property
+    def lost_callbacks(self) -> int:
+        return sum(lost_callback(view, self.dbx) for view in self.views.values())
+
+    def failures(self) -> list[str]:
+        """A note per run that did not complete."""
+        return [
+            f"{run_id}: {view.get('status') or 'unknown'} {view.get('error') or ''}".strip()
+            for run_id, view in self.views.items()
+            if not completed(view)
+        ]
+
+    def rows(self) -> list[tuple[str, ...]]:
+        """(point, run, status, at point, Databricks run, its state), a row per Databricks run.
+
+        A run that started none is one row, ``never started``; so is a run not yet seen
+        (``not checked``: the point was cut short). Databricks runs of the job that no run
+        claims (a second start the service lost track of) are rows with run ``-``.
+        """
+        rows = []
+        claimed: set[int] = set()
+        for run_id in self.ids:
+            view = self.views.get(run_id)
+            if view is None:
+                rows.append((self.point, run_id, "not checked", "", "-", ""))
+                continue
+            hit = self.killed_at is not None and was_at_point(self.point, view, self.dbx, self.killed_at)
+            status = view.get("status") or "unknown"
+            started = databricks_run_ids(view)
+            claimed.update(started)
+            if not started:
+                rows.append((self.point, run_id, status, "yes" if hit else "no", "-", NEVER_STARTED))
+            for dbx_id in started:
+                state = dbx_state(self.dbx[dbx_id]) if dbx_id in self.dbx else "not listed"
+                rows.append((self.point, run_id, status, "yes" if hit else "no", str(dbx_id), state))
+        for dbx_id in sorted(set(self.dbx) - self.before - claimed):
+            rows.append((self.point, "-", "", "", str(dbx_id), dbx_state(self.dbx[dbx_id])))
+        return rows
 
 
 def step(view: dict[str, Any], name: str) -> dict[str, Any] | None:
-    return next((s for s in view["steps"] if s["name"] == name), None)
+    return next((s for s in view.get("steps") or [] if s.get("name") == name), None)
 
 
 def at(iso: str | None) -> float | None:
     return datetime.fromisoformat(iso).timestamp() if iso else None
 
 
+def databricks_run_ids(view: dict[str, Any]) -> list[int]:
+    """The Databricks runs a run reports it started."""
+    return [r["run_id"] for r in view.get("databricks_runs") or [] if r.get("run_id") is not None]
+
+
+def started_at(run: dict[str, Any]) -> float | None:
+    """When a Databricks run started (epoch seconds); None if it never did (no, or a 0, ``start_time``)."""
+    start = run.get("start_time")
+    return start / 1000 if isinstance(start, int | float) and start > 0 else None
+
+
+def result_state(run: dict[str, Any]) -> str | None:
+    """SUCCESS, FAILED, ...: ``state.result_state``, else API 2.2's ``status.termination_details.code``."""
+    state = run.get("state") or {}
+    details = (run.get("status") or {}).get("termination_details") or {}
+    return state.get("result_state") or details.get("code")
+
+
+def dbx_state(run: dict[str, Any]) -> str:
+    """A Databricks run's life-cycle and result state, e.g. ``TERMINATED SUCCESS``, or ``never started``."""
+    life_cycle = (run.get("state") or {}).get("life_cycle_state") or (run.get("status") or {}).get("state")
+    known = " ".join(s for s in (life_cycle, result_state(run)) if s)
+    if started_at(run) is None:
+        return f"{NEVER_STARTED} ({known})" if known else NEVER_STARTED
+    return known or "no state"
+
+
+def completed(view: dict[str, Any]) -> bool:
+    return view.get("status") == "done" and view.get("result") == EXPECTED
+
+
+def lost_callback(view: dict[str, Any], dbx: dict[int, dict[str, Any]]) -> bool:
+    """The Databricks run succeeded (so DARA accepted the callback) but the callback step is not resolved."""
+    callback = step(view, "callback")
+    succeeded = [r for r in databricks_run_ids(view) if r in dbx and result_state(dbx[r]) == "SUCCESS"]
+    return bool(succeeded) and (callback is None or callback.get("state") != "resolved")
+
+
 def was_at_point(point: str, view: dict[str, Any], dbx: dict[int, dict[str, Any]], killed_at: float) -> bool:
-    """Judge from timestamps where the run was when the kill landed."""
+    """Judge from timestamps where the run was when the kill landed (unknown times judge "no")."""
     job = step(view, "run_job")
     callback = step(view, "callback")
-    started = [dbx[r["run_id"]]["start_time"] / 1000 for r in view["databricks_runs"] if r["run_id"] in dbx]
-    recorded = at(job["finished_at"]) if job else None
-    settled = at(callback["finished_at"]) if callback else None
+    started = [t for r in databricks_run_ids(view) if r in dbx and (t := started_at(dbx[r])) is not None]
+    recorded = at(job.get("finished_at")) if job else None
+    settled = at(callback.get("finished_at")) if callback else None
     finished = at(view.get("finished_at"))
     if point == "before_start":
         return bool(started) and min(started) > killed_at
@@ -235,18 +383,28 @@ def was_at_point(point: str, view: dict[str, Any], dbx: dict[int, dict[str, Any]
 
 
 def wait_for(dara: Dara, run_id: str, timeout: float) -> dict[str, Any]:
-    """The run once it finished (or the time is up); a 404 means the backend lost it."""
+    """The run once it finished (or the time is up); a 404 means the backend lost it.
+
+    Other failures to read it are retried until the time is up, then reported as the
+    run's status ``unknown``: one unreadable run is a row, not the end of the script.
+    """
     deadline = time.monotonic() + timeout
     while True:
         try:
             view = dara("GET", f"/runs/{run_id}?wait=30")
         except urllib.error.HTTPError as error:
-            if error.code != 404:
-                raise
-            return {"id": run_id, "status": "lost", "error": "404: the backend has no such run",
-                    "steps": [], "databricks_runs": [], "result": None}
-        if view["status"] in FINISHED or time.monotonic() > deadline:
-            return view
+            if error.code == 404:
+                return {"id": run_id, "status": "lost", "error": "404: the backend has no such run"}
+            failure = f"GET /runs/{run_id} answered {error.code}"
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            failure = f"GET /runs/{run_id} failed: {error}"
+        else:
+            if view.get("status") in FINISHED or time.monotonic() > deadline:
+                return view
+            continue
+        if time.monotonic() > deadline:
+            return {"id": run_id, "status": "unknown", "error": failure}
+        time.sleep(1)
 
 
 def trigger(point: str, dara: Dara, workspace: Workspace, job_id: int, ids: list[str], before: set[int]) -> None:
@@ -260,64 +418,71 @@ def trigger(point: str, dara: Dara, workspace: Workspace, job_id: int, ids: list
                 return
         else:
             views = [dara("GET", f"/runs/{run_id}") for run_id in ids]
-            if point == "suspended" and all(v["status"] == "waiting" for v in views):
+            if point == "suspended" and all(v.get("status") == "waiting" for v in views):
                 return
             if point == "callback_arrived" and any(
-                (s := step(v, "callback")) is not None and s["state"] != "pending" for v in views
+                (s := step(v, "callback")) is not None and s.get("state") != "pending" for v in views
             ):
                 return
         time.sleep(0.005)
     print(f"  {point}: not observed within 120s; killing anyway", file=sys.stderr)
 
 
-def run_point(point: str, service: Service, args: argparse.Namespace) -> Outcome:
-    outcome = Outcome(point, runs=args.runs)
+def run_point(outcome: Outcome, service: Service, args: argparse.Namespace) -> Outcome:
+    """Run ``outcome.point``, recording into ``outcome`` as it goes (see :class:`Outcome`)."""
+    point = outcome.point
     workspace = service.start()
     dara = service.dara
     job_id = workspace.job_id(args.job)
-    before = set(workspace.runs(job_id))
+    outcome.before = set(workspace.runs(job_id))
     stamp = uuid.uuid4().hex[:6]
-    ids = [f"chaos-{point.replace('_', '-')}-{stamp}-{n}" for n in range(args.runs)]
     params = {"job": args.job, "params": {"name": NAME, "count": str(COUNT)}}
-    for run_id in ids:
+    for n in range(args.runs):
+        run_id = f"chaos-{point.replace('_', '-')}-{stamp}-{n}"
         dara("POST", "/runs", {"pipeline": "notebook_job", "id": run_id, "params": params})
-    trigger(point, dara, workspace, job_id, ids, before)
-    killed_at = service.kill()
-    print(f"  {point}: killed at {datetime.fromtimestamp(killed_at).time()}; down for {args.down}s", file=sys.stderr)
+        outcome.ids.append(run_id)
+    trigger(point, dara, workspace, job_id, outcome.ids, outcome.before)
+    outcome.killed_at = service.kill()
+    when = datetime.fromtimestamp(outcome.killed_at).time()
+    print(f"  {point}: killed at {when}; down for {args.down}s", file=sys.stderr)
     time.sleep(args.down)
     workspace = service.start()
     deadline = time.monotonic() + args.timeout
-    views = [wait_for(dara, run_id, max(1.0, deadline - time.monotonic())) for run_id in ids]
-    dbx = workspace.runs(job_id)
-    new = {run_id: run for run_id, run in dbx.items() if run_id not in before}
-    outcome.databricks_runs = len(new)
-    for view in views:
-        outcome.at_point += was_at_point(point, view, dbx, killed_at)
-        if view["status"] == "done" and view["result"] == EXPECTED:
-            outcome.completed += 1
-        else:
-            outcome.notes.append(f"{view['id']}: {view['status']} {view.get('error') or ''}".strip())
-        callback = step(view, "callback")
-        succeeded = [
-            r for r in view["databricks_runs"]
-            if (dbx.get(r["run_id"], {}).get("state") or {}).get("result_state") == "SUCCESS"
-        ]
-        if succeeded and (callback is None or callback["state"] != "resolved"):
-            outcome.lost_callbacks += 1
+    for run_id in outcome.ids:
+        outcome.views[run_id] = wait_for(dara, run_id, max(1.0, deadline - time.monotonic()))
+    outcome.dbx = workspace.runs(job_id)
     service.stop()
     return outcome
 
 
-def table(outcomes: list[Outcome]) -> str:
-    head = ("point", "runs", "at point", "completed", "databricks runs", "lost callbacks")
-    rows = [head] + [
-        (o.point, str(o.runs), str(o.at_point), str(o.completed), str(o.databricks_runs), str(o.lost_callbacks))
-        for o in outcomes
-    ]
+def layout(head: tuple[str, ...], body: list[tuple[str, ...]]) -> str:
+    """Columns padded to their widest cell, a rule under the head."""
+    rows = [head, *body]
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+def runs_table(outcomes: list[Outcome]) -> str:
+    """A row per run and Databricks run it started (see :meth:`Outcome.rows`)."""
+    head = ("point", "run", "status", "at point", "databricks run", "databricks state")
+    return layout(head, [row for o in outcomes for row in o.rows()])
+
+
+def report(outcomes: list[Outcome]) -> str:
+    """Both tables, then a note per run that did not complete and per point that broke off."""
+    parts = [table(outcomes), "", runs_table(outcomes)]
+    notes = [f"{o.point}: {note}" for o in outcomes for note in (*o.failures(), *o.notes)]
+    return "\n".join(parts + ([""] + notes if notes else []))
+
+
+def table(outcomes: list[Outcome]) -> str:
+    head = ("point", "runs", "at point", "completed", "databricks runs", "lost callbacks")
+    return layout(head, [
+        (o.point, str(o.runs), str(o.at_point), str(o.completed), str(o.databricks_runs), str(o.lost_callbacks))
+        for o in outcomes
+    ])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -341,31 +506,49 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not (args.resonate_url or args.postgres_dsn):
         parser.error(
-            "a durable backend is required: pass --resonate-url or --postgres-dsn. The in-process "
-            "default keeps nothing across a restart, so every kill would lose every run."
+            "a durable backend is required: pass --resonate-url URL (e.g. http://localhost:8001 after "
+            "`docker compose up -d resonate`) or --postgres-dsn DSN. Without one the service runs on the "
+            "in-process default, which keeps its runs in the memory this script kills: every run would "
+            "be lost, and the table would measure nothing else."
         )
     if args.runs < 1:
         parser.error("--runs must be at least 1")
     args.state_dir.mkdir(parents=True, exist_ok=True)
     log_dir = args.state_dir / f"logs-{datetime.now():%Y%m%d-%H%M%S}"
-    log_dir.mkdir()
+    log_dir.mkdir(exist_ok=True)
     service = Service(service_env(args), args.port, log_dir)
     if service.dara.up():
         sys.exit(f"something already answers on port {args.port}; pick another with --port")
-    outcomes = []
+    outcomes: list[Outcome] = []
+    interrupted = False
     try:
         for point in args.points:
             print(f"{point}: {args.runs} runs", file=sys.stderr)
-            outcomes.append(run_point(point, service, args))
+            outcome = Outcome(point)
+            outcomes.append(outcome)
+            try:
+                run_point(outcome, service, args)
+            except Exception as error:  # noqa: BLE001 -- a broken point is a row with a note
+                outcome.notes.append(f"broke off: {type(error).__name__}: {error}")
+                service.stop()
+                if isinstance(error, Fatal):
+                    break
+    except KeyboardInterrupt:
+        interrupted = True
+        if outcomes:
+            outcomes[-1].notes.append("interrupted (Ctrl-C): the rows show what was seen so far")
     finally:
+        # Print before stopping the service: a second Ctrl-C while it stops loses nothing.
+        print(report(outcomes))
+        print(f"service logs: {log_dir}")
+        sys.stdout.flush()
         service.stop()
-    print(table(outcomes))
-    for outcome in outcomes:
-        for note in outcome.notes:
-            print(f"{outcome.point}: {note}")
-    print(f"service logs: {log_dir}")
-    clean = all(
-        o.completed == o.runs and o.databricks_runs == o.runs and o.lost_callbacks == 0 for o in outcomes
+    if interrupted:
+        return 130
+    clean = len(outcomes) == len(args.points) and all(
+        o.runs == args.runs and o.completed == o.runs and o.databricks_runs == o.runs and o.lost_callbacks == 0
+        and not o.notes
+        for o in outcomes
     )
     return 0 if clean else 1
 

@@ -89,6 +89,18 @@ def published(service: Mapping[str, Any]) -> dict[str, str]:
     return ports
 
 
+def host_ips(service: Mapping[str, Any]) -> dict[str, str]:
+    """Container port -> host address it is published on ("" means every interface)."""
+    ips = {}
+    for entry in service.get("ports") or []:
+        if isinstance(entry, dict):
+            ips[str(entry["target"])] = str(entry.get("host_ip", ""))
+            continue
+        parts = str(entry).split("/")[0].split(":")
+        ips[parts[-1]] = parts[-3] if len(parts) > 2 else ""
+    return ips
+
+
 def healthcheck_command(service: Mapping[str, Any]) -> str:
     test = service["healthcheck"]["test"]
     return test if isinstance(test, str) else " ".join(test)
@@ -177,6 +189,12 @@ def test_resonate_serves_the_api_and_metrics(services: dict[str, Any]) -> None:
     ports = published(resonate)
     assert ports.get("8001") == "8001"
     assert ports.get("9090") == "9090"
+
+
+def test_resonate_is_published_on_loopback_only(services: dict[str, Any]) -> None:
+    # The server runs with auth off: whoever reaches 8001 can read and settle every promise.
+    ips = host_ips(services["resonate"])
+    assert ips == {"8001": "127.0.0.1", "9090": "127.0.0.1"}
 
 
 def test_resonate_stores_in_the_postgres_service(services: dict[str, Any]) -> None:

@@ -41,9 +41,10 @@ class WaitDefaults:
     """How ``ctx.promise()`` waits: its default deadline, and who enforces deadlines."""
 
     promise_timeout: timedelta = timedelta(hours=12)
-    #: True when the backend times a wait out at its deadline by itself (DARA's
-    #: in-process server does). Otherwise a detached watchdog per wait does it: the
-    #: Resonate server only times out a promise without a target when it is read.
+    #: True when the backend times a wait out at its deadline by itself. DARA's
+    #: in-process server does, and so does the Resonate server v0.9.8: every second
+    #: it times out every pending promise past its timeout, with or without a target.
+    #: Otherwise a detached watchdog per wait does it.
     backend_times_out: bool = False
 
 

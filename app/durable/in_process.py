@@ -13,10 +13,11 @@ two of its choices stand in the way there:
   the same records in the same order from indexes, and its sweep visits only what is due.
 * **A wait's deadline is never enforced.** A promise without a target (what
   ``ctx.promise()`` creates) only times out when something happens to read it, so a
-  pipeline waiting past its deadline would wait forever. The server keeps that
-  behaviour to mirror the Resonate server; DARA wants the opposite, and otherwise
-  needs a durable watchdog per wait, which doubled the work of every run. Here the
-  server's own 1 s sweep times such promises out, and resumes the pipeline.
+  pipeline waiting past its deadline would wait forever. (The Resonate server v0.9.8
+  and resonate-pg time every pending promise out themselves.) DARA wants a deadline
+  kept, and otherwise needs a durable watchdog per wait, which doubled the work of
+  every run. Here the server's own 1 s sweep times such promises out, and resumes the
+  pipeline.
 
 Subclassing keeps every request handler the SDK's own; only the bookkeeping changes.
 ``tests/test_in_process_server.py`` checks each indexed answer against the scan it replaces.
