@@ -6,6 +6,7 @@ import pytest
 
 import tests.pipelines_for_tests  # noqa: F401 -- registers the test-only pipelines
 from tests.databricks_double import databricks_double  # noqa: F401 -- a shared fixture
+from tests.postgres import postgres_dsn, postgres_server  # noqa: F401 -- shared fixtures
 from tests.harness import Service, make_settings, running_service
 
 

@@ -2,6 +2,7 @@
 in-process default, and Databricks API faults at the HTTP boundary.
 
 Kill points. Two workers share one in-process Resonate server (:mod:`tests.shared_server`)
+-- or, as a second variant, one Postgres database (resonate-pg) --
 and one embedded workspace, behind one "front door" -- the real app at the address
 notebooks call back -- like two replicas behind a load balancer. A worker is killed at a
 point of the loop: it goes deaf *and* mute at once, so the server hears nothing more from
@@ -10,9 +11,12 @@ must finish the run: it completes, Databricks starts one run, the callback is no
 Each point is reached deterministically by holding the first call that gets there (a
 wrapped ``jobs.run_now`` or ``notify``) until its worker is dead.
 
-Task leases are shortened to :data:`LEASE` so a takeover takes seconds rather than the
-SDK's one minute. ``Runtime.start`` cannot pass ``ttl`` to ``Resonate``, so the tests
-supply it by wrapping the ``Resonate`` class ``app.runtime`` builds.
+Task leases are shortened to :data:`LEASE` (``DARA_LEASE``) so a takeover takes seconds
+rather than the default minute. The kill is simulated in the test's process, the same
+way on both backends: the worker's connection goes deaf and mute at once (and, on
+Postgres, closes its database connections), so its lease lapses -- which is all a
+backend can see of a SIGKILL. On Postgres a real worker process is SIGKILLed mid-step
+too (:mod:`tests.sigkill_worker`); ``scripts/chaos.py`` does it at every point.
 
 Restart of the in-process default: what is lost is reported as lost.
 
@@ -25,7 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
@@ -36,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 import uvicorn
 from databricks.sdk import WorkspaceClient
@@ -51,7 +60,7 @@ from app.durable import Context, pipeline
 from app.main import create_app
 from app.runs import RunView, read_run
 from app.runtime import Runtime
-from app.settings import Settings
+from app.settings import PROJECT_ROOT, Settings
 from app.workspace.deploy import deploy_demo
 from app.workspace.embedded import LOCAL_TOKEN, EmbeddedWorkspace
 from steps.notify import notify as real_notify
@@ -67,6 +76,8 @@ from tests.databricks_double import (
     unavailable,
 )
 from tests.harness import Service, make_settings, running_service, sign
+from tests.postgres import BACKENDS, KillableNetwork, backend_settings
+from tests.sigkill_worker import BLOCK, blocks_in_a_step  # noqa: F401 -- registers the pipeline
 from tests.shared_server import SharedServer, WorkerConnection
 
 #: Task lease of the test workers: how long a dead worker's task stays out of reach.
@@ -134,7 +145,7 @@ class KillPoint:
 @dataclass
 class Worker:
     name: str
-    conn: KillableConnection
+    conn: KillableConnection | KillableNetwork
     runtime: Runtime
     #: Run ids Databricks answered this worker's run-now calls with.
     started: list[int] = field(default_factory=list)
@@ -167,7 +178,7 @@ class FrontDoor:
 class Cluster:
     workspace: EmbeddedWorkspace
     job_id: int
-    shared: SharedServer
+    shared: SharedServer | None  # None on Postgres
     workers: dict[str, Worker]
     front: FrontDoor
 
@@ -198,24 +209,29 @@ def _free_listener() -> socket.socket:
     return listener
 
 
-def short_leases(*args: Any, **kwargs: Any) -> Resonate:
-    """``Resonate`` with :data:`LEASE`, whatever lease ``app.runtime`` asks for."""
-    return Resonate(*args, **{**kwargs, "ttl": LEASE})
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """``make_settings`` overrides for the backend: none (in-process) or a fresh database."""
+    return backend_settings(request, request.param)
 
 
 @asynccontextmanager
-async def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Cluster]:
-    """Two workers on one in-process server and one embedded workspace, a front door."""
+async def cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: dict[str, Any] | None = None
+) -> AsyncIterator[Cluster]:
+    """Two workers on one in-process server (or, with ``backend``'s ``postgres_dsn``, one
+    database) and one embedded workspace, a front door."""
     monkeypatch.setenv("DATABRICKS_TOKEN", LOCAL_TOKEN)  # the workers find the workspace by unified auth
-    monkeypatch.setattr(app.runtime, "Resonate", short_leases)
+    backend = backend or {}
     workspace = await asyncio.to_thread(EmbeddedWorkspace(tmp_path / "workspace").start)
-    shared = SharedServer()
+    shared = None if backend else SharedServer()
     workers: dict[str, Worker] = {}
     front: FrontDoor | None = None
     try:
         w = WorkspaceClient(host=workspace.host, token=LOCAL_TOKEN, auth_type="pat")
         job_id = await asyncio.to_thread(deploy_demo, w, NOTEBOOK_DIR, DEMO_JOB)
-        await shared.start()
+        if shared is not None:
+            await shared.start()
         listener = _free_listener()
         url = f"http://127.0.0.1:{listener.getsockname()[1]}"
         for name in ("first", "second"):
@@ -224,8 +240,14 @@ async def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
                 databricks_host=workspace.host,
                 deploy_on_start=False,
                 public_url=url,
+                lease=LEASE,
+                **backend,
             )
-            conn = KillableConnection(shared.server, name)
+            conn: KillableConnection | KillableNetwork
+            if shared is not None:
+                conn = KillableConnection(shared.server, name)
+            else:
+                conn = KillableNetwork(app.runtime.resonate_network(settings, name))
             workers[name] = Worker(name, conn, await Runtime.start(settings, network=conn))
         front = FrontDoor(create_app(workers["first"].runtime.settings), url, listener)
         front.app.state.runtime = workers["first"].runtime
@@ -237,7 +259,8 @@ async def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
         if front is not None:
             await front.stop()
             front.listener.close()
-        await shared.stop()
+        if shared is not None:
+            await shared.stop()
         await asyncio.to_thread(workspace.stop)
 
 
@@ -287,7 +310,7 @@ POINTS = ["before_run_now", "accepted_not_recorded", "suspended", "callback_arri
 @pytest.mark.anyio
 @pytest.mark.parametrize("point_name", POINTS)
 async def test_a_worker_killed_at_each_point_of_the_loop_is_taken_over(
-    point_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    point_name: str, backend: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Whichever point the worker dies at, the survivor finishes the run: one Databricks
     run, the notebook's own value as the result.
@@ -306,7 +329,7 @@ async def test_a_worker_killed_at_each_point_of_the_loop_is_taken_over(
     """
     point = KillPoint()
     run_id = f"kill-{point_name.replace('_', '-')}"
-    async with cluster(tmp_path, monkeypatch) as c:
+    async with cluster(tmp_path, monkeypatch, backend) as c:
         for worker in c.workers.values():
             if point_name in ("before_run_now", "accepted_not_recorded"):
                 watch_run_now(worker, point, accepted=point_name == "accepted_not_recorded")
@@ -333,7 +356,7 @@ async def test_a_worker_killed_at_each_point_of_the_loop_is_taken_over(
         at_kill = await read_run(survivor.runtime.resonate, run_id)
         runs_at_kill = await asyncio.to_thread(c.databricks_runs)
         handle = await survivor.runtime.resonate.get(run_id)
-        with anyio.fail_after(60):
+        with anyio.fail_after(30):  # the dead worker's LEASE lapses long before (not DARA_LEASE's default minute)
             result = await handle.result()
         run = await read_run(survivor.runtime.resonate, run_id)
         databricks_runs = await asyncio.to_thread(c.databricks_runs)
@@ -364,6 +387,74 @@ async def test_a_worker_killed_at_each_point_of_the_loop_is_taken_over(
         assert answered == [recorded.run_id, recorded.run_id]
     else:
         assert answered == [recorded.run_id]
+
+
+# -- a worker process SIGKILLed mid-step, on Postgres ------------------------------------
+
+
+def test_a_worker_process_killed_mid_step_is_taken_over_on_postgres(
+    postgres_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real process, really killed: a worker (``python -m tests.sigkill_worker``, i.e.
+    ``python -m app``, configured by its environment) is SIGKILLed while one of its
+    steps runs. The other worker -- this test's service, on the same database -- takes
+    the run over once the dead worker's lease (``DARA_LEASE``) lapses, executes the step
+    again (it was never recorded) and finishes the run. Only a durable backend can do
+    this: the in-process server dies with its process."""
+    marker = tmp_path / "step-pids"
+    settings = make_settings(tmp_path / "survivor", postgres_dsn=postgres_dsn, lease=LEASE, deploy_on_start=False)
+    with running_service(settings) as survivor:  # runs the embedded workspace; the victim uses it
+        assert survivor.runtime.embedded is not None
+        port = _free_listener()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DARA_", "DATABRICKS_", "RESONATE_"))}
+        env |= {
+            "DARA_POSTGRES_DSN": postgres_dsn,
+            "DARA_LEASE": f"PT{LEASE.total_seconds():g}S",
+            "DARA_STATE_DIR": str(tmp_path / "victim"),
+            "DARA_PORT": str(port.getsockname()[1]),
+            "DARA_DEPLOY_ON_START": "false",
+            "DATABRICKS_HOST": survivor.runtime.embedded.host,
+            "DATABRICKS_TOKEN": LOCAL_TOKEN,
+            BLOCK: "1",
+        }
+        port.close()
+        with (tmp_path / "victim.log").open("w") as log:
+            victim = subprocess.Popen(
+                [sys.executable, "-m", "tests.sigkill_worker"], env=env, cwd=PROJECT_ROOT, stdout=log, stderr=log
+            )
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{env['DARA_PORT']}", timeout=30) as victim_http:
+                deadline = time.monotonic() + 60
+                while not _answers(victim_http):
+                    assert victim.poll() is None, (tmp_path / "victim.log").read_text()
+                    assert time.monotonic() < deadline, "the victim did not start in 60 s"
+                    time.sleep(0.1)
+                body = {"pipeline": "blocks_in_a_step", "id": "sigkill", "params": {"marker": str(marker)}}
+                started = victim_http.post("/runs", json=body)
+                assert started.status_code == 201, started.text
+            deadline = time.monotonic() + 30
+            while not marker.exists() or not marker.read_text():
+                assert time.monotonic() < deadline, "the victim never ran the step"
+                time.sleep(0.02)
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(timeout=10)
+
+            run = survivor.wait_for("sigkill", timeout=30)  # its lease (2 s) lapses well before
+        finally:
+            if victim.poll() is None:
+                victim.kill()
+                victim.wait()
+
+    assert victim.returncode == -signal.SIGKILL
+    assert (run["status"], run["result"]) == ("done", os.getpid()), run
+    assert marker.read_text().split() == [str(victim.pid), str(os.getpid())]  # once each
+
+
+def _answers(http: httpx.Client) -> bool:
+    try:
+        return http.get("/health").status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 # -- a restart of the in-process default ---------------------------------------------------

@@ -1,14 +1,27 @@
-"""The durable notebook loop through real HTTP: service + in-process Resonate + the
-embedded workspace running the real demo notebook, which calls back over HTTP."""
+"""The durable notebook loop through real HTTP: service + Resonate + the embedded
+workspace running the real demo notebook, which calls back over HTTP. Every test runs
+on both backends: the in-process server and Postgres (resonate-pg)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from app.settings import PROJECT_ROOT
-from tests.harness import Service
+from tests.harness import Service, make_settings, running_service
+from tests.postgres import BACKENDS, backend_settings
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The real service on embedded defaults, on each backend in turn."""
+    settings = make_settings(tmp_path_factory.mktemp("loop"), **backend_settings(request, request.param))
+    with running_service(settings) as svc:
+        yield svc
 
 
 def demo_run(service: Service, run_id: str, **params: str) -> dict:

@@ -15,14 +15,18 @@ from app.workspace.deploy import demo_job_settings, import_notebooks
 from steps.jobs import cancel_run, upsert_job
 from tests.databricks_double import DatabricksDouble, workspace_client
 from tests.harness import Service, make_settings, running_service, sign
+from tests.postgres import BACKENDS, backend_settings
 
 TEST_NOTEBOOKS = Path(__file__).parent / "notebooks"
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """The service on embedded defaults, plus jobs for the test notebooks."""
-    with running_service(make_settings(tmp_path_factory.mktemp("lifecycle"))) as svc:
+@pytest.fixture(scope="module", params=BACKENDS)
+def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The service on embedded defaults, plus jobs for the test notebooks, on each backend
+    (in-process, Postgres) in turn. The tests at the end that build a runtime themselves
+    are about the in-process server's eager start, and run on it alone."""
+    settings = make_settings(tmp_path_factory.mktemp("lifecycle"), **backend_settings(request, request.param))
+    with running_service(settings) as svc:
         w = svc.runtime.workspace
         paths = import_notebooks(w, "/Workspace/Shared/dara-tests", TEST_NOTEBOOKS)
         for name, path in paths.items():
