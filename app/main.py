@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from resonate.error import ResonateError
+from resonate.error import ConnectorError, ResonateError
 from resonate_base.connections import Network
 
 from app.http_guard import AllowedHosts, HttpGuard, declare_responses
@@ -78,9 +78,10 @@ def create_app(settings: Settings | None = None, *, network: Network | None = No
     @app.exception_handler(ResonateError)
     async def resonate_unavailable(request: Request, exc: ResonateError) -> JSONResponse:
         logger.warning("Resonate error on %s: %s", request.url.path, exc)
-        return JSONResponse(
-            {"detail": f"the Resonate backend failed: {exc}; check RESONATE_URL or DARA_POSTGRES_DSN"},
-            status_code=503,
-        )
+        if isinstance(exc, ConnectorError):  # the connection to it failed (e.g. Postgres is down)
+            detail = f"the Resonate backend is unreachable: {exc.error}; try again shortly"
+        else:
+            detail = f"the Resonate backend failed: {exc}; check RESONATE_URL or DARA_POSTGRES_DSN"
+        return JSONResponse({"detail": detail}, status_code=503)
 
     return app

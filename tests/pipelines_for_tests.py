@@ -64,3 +64,10 @@ def reports_a_run_then_waits(ctx: Context, url: str) -> Generator[Any, Any, Any]
     """Record a step result shaped like a Databricks run (its `url` chosen by the caller), then wait."""
     yield ctx.run(reports_a_databricks_run, url)
     return (yield ctx.promise())
+
+
+@pipeline
+def sleeps(ctx: Context, seconds: float = 1.0) -> Generator[Any, Any, str]:
+    """Sleep ``seconds`` durably (a timer the backend fires), then return "slept"."""
+    yield ctx.sleep(timedelta(seconds=seconds))
+    return "slept"
