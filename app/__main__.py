@@ -21,6 +21,16 @@ def main() -> None:
             where = ".".join(map(str, error["loc"])) or "settings"
             print(f"DARA cannot start: {where}: {error['msg']}", file=sys.stderr)
         sys.exit(2)
+    if settings.postgres_dsn and not settings.resonate_url:
+        # Runtime.start checks this too; here a database without the resonate-pg schema is
+        # one line that says how to apply it, not a traceback from uvicorn's lifespan.
+        from app.durable.postgres_schema import SchemaError, check
+
+        try:
+            check(settings.postgres_dsn)
+        except SchemaError as exc:
+            print(f"DARA cannot start: DARA_POSTGRES_DSN: {exc}", file=sys.stderr)
+            sys.exit(2)
     server = uvicorn.Server(uvicorn_config(create_app(settings), settings, log_level="info"))
     try:
         server.run()

@@ -16,13 +16,13 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from resonate.connections import LocalConnection
 from resonate.resonate import Resonate
 from resonate.error import ServerError
 from resonate.timing import now_ms
 from resonate.types import PromiseRecord
 
 from app.durable.errors import TIMED_OUT
+from app.durable.run_index import RunIndex
 from app.durable.run_meta import RUN_META, RunMeta
 
 #: Run ids name the root promise. Resonate reserves ":" (it separates child ids).
@@ -108,7 +108,7 @@ class RunPage(BaseModel):
 
 async def list_runs(
     resonate: Resonate,
-    local: LocalConnection | None,
+    index: RunIndex,
     *,
     pipeline: str | None = None,
     status: RunStatus | None = None,
@@ -118,8 +118,7 @@ async def list_runs(
 ) -> RunPage:
     """Runs, newest first, filtered by pipeline and status, a page at a time.
 
-    The in-process server cannot search, so its promises are read directly; a Resonate
-    server or Postgres is asked with ``promise.search``. Either way only root promises
+    ``index`` lists root promises for the backend (app.durable.run_index); only those
     that carry a pipeline call are runs. Raises ValueError for a cursor it did not issue.
     """
 
@@ -127,29 +126,12 @@ async def list_runs(
         return run is not None and pipeline in (None, run.pipeline) and status in (None, run.status)
 
     runs: list[RunView] = []
-    if local is not None:
-        if cursor is not None and not cursor.isdigit():
-            raise ValueError(f"cursor {cursor!r} is not one this server issued")
-        roots = sorted(
-            (p for p in local.state.promises.values() if ":" not in p.id),
-            key=lambda p: (p.created_at, p.id),
-            reverse=True,
-        )
-        index = int(cursor or 0)
-        while index < len(roots) and len(runs) < limit:
-            run = await read_run(resonate, roots[index].id, workspace_host=workspace_host)
-            index += 1
-            if wanted(run):
-                runs.append(run)  # type: ignore[arg-type]
-        return RunPage(runs=runs, next_cursor=str(index) if index < len(roots) else None)
     position = cursor
     while True:
-        found = await resonate.promises.search(None, {"resonate:scope": "global"}, limit, position)
-        for record in found.promises:
-            run = await read_run(resonate, record.id, workspace_host=workspace_host) if ":" not in record.id else None
-            if wanted(run):
+        ids, position = await index.page(position, limit - len(runs))  # never more than asked
+        for run_id in ids:
+            if wanted(run := await read_run(resonate, run_id, workspace_host=workspace_host)):
                 runs.append(run)  # type: ignore[arg-type]
-        position = found.cursor
         if len(runs) >= limit or position is None:
             return RunPage(runs=runs, next_cursor=position)
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from databricks.sdk import WorkspaceClient
 from resonate.resonate import Resonate
 from resonate.retry import Never
+from resonate.timing import now_ms
 from resonate_base.connections import Network
 
 import pipelines
@@ -27,17 +29,37 @@ from app.callbacks import CallbackSigner, load_or_create_secret
 from app.durable import Pipeline, RunMeta, StepRetry, WaitDefaults
 from app.durable.run_meta import RUN_META
 from app.durable.in_process import InProcessServer
+from app.durable.lakebase import RotatingPassword, lakebase_credential
+from app.durable.run_index import InProcessRunIndex, PostgresRunIndex, RunIndex, SearchRunIndex
 from app.settings import Settings
 from app.watchers import register_watchers
 from app.workspace.client import workspace_client
 from app.workspace.deploy import deploy_demo
 from app.workspace.embedded import EmbeddedWorkspace
+from app.workspace.embedded_claim import EmbeddedClaim
 from steps.task_graph_root import TaskGraphRoot, WorkspaceRoot
 from steps.uploaded_files import UploadStore
 
 logger = logging.getLogger(__name__)
 
 GROUP = "dara"
+#: Seconds between rounds of deleting runs past DARA_RUN_RETENTION.
+COLLECT_EVERY_SECONDS = 3600.0
+
+
+def postgres_password(settings: Settings) -> Callable[[], str] | None:
+    """The Postgres password source: a rotating Lakebase credential, or None (the DSN's own)."""
+    if not settings.lakebase_instance:
+        return None
+    return _lakebase_password(settings.lakebase_instance, settings.databricks_host, settings.databricks_profile)
+
+
+@functools.cache  # one per process: every connection shares the credential it renews
+def _lakebase_password(instance: str, host: str | None, profile: str | None) -> Callable[[], str]:
+    from databricks.sdk.config import Config
+
+    workspace = WorkspaceClient(config=Config(host=host, profile=profile))
+    return RotatingPassword(lakebase_credential(workspace, instance))
 
 
 def resonate_network(settings: Settings, pid: str) -> Network | None:
@@ -45,9 +67,17 @@ def resonate_network(settings: Settings, pid: str) -> Network | None:
     if settings.resonate_url:
         return None
     if settings.postgres_dsn:
-        from resonate_pg import PostgresConnection  # optional backend: import on use
+        from app.durable.postgres_backend import PostgresBackend  # optional backend: import on use
 
-        return PostgresConnection(settings.postgres_dsn, pid=pid, group=GROUP)
+        return PostgresBackend(
+            settings.postgres_dsn,
+            pid=pid,
+            group=GROUP,
+            timeout=settings.postgres_timeout,
+            alert_after=settings.timer_alert_after,
+            drive_timers=settings.postgres_drive_timers,
+            password=postgres_password(settings),
+        )
     return InProcessServer(pid=pid, group=GROUP)
 
 
@@ -65,7 +95,7 @@ def build_resonate(settings: Settings, *, network: Network | None = None, pid: s
     return Resonate(
         url=settings.resonate_url,
         network=network,
-        ttl=IN_PROCESS_LEASE if isinstance(network, InProcessServer) else None,
+        ttl=IN_PROCESS_LEASE if isinstance(network, InProcessServer) else settings.lease,
         group=GROUP,
         pid=pid,
         # Workflows never retry in the SDK; steps retry their transient failures
@@ -87,6 +117,13 @@ class Runtime:
     local_server: InProcessServer | None = None
     #: Whether the backend times waits out at their deadline (else a watchdog does).
     backend_times_out: bool = False
+    #: This worker's claim to the embedded workspace on a shared database (app.workspace.embedded_claim).
+    claim: EmbeddedClaim | None = None
+    #: The connection to the backend (None: the SDK's own, to RESONATE_URL).
+    network: Network | None = field(default=None, repr=False)
+    _collector: asyncio.Task[None] | None = field(default=None, repr=False)
+    #: Lists the backend's runs (app.durable.run_index); by default, the backend's own.
+    run_index: RunIndex = None  # type: ignore[assignment]  # __post_init__ fills it in
     _starting: weakref.WeakValueDictionary[str, asyncio.Lock] = field(
         default_factory=weakref.WeakValueDictionary, repr=False
     )
@@ -101,14 +138,27 @@ class Runtime:
         self.task_graphs = TaskGraphRoot(self.settings.jobs_root)
         self.workspace_root = WorkspaceRoot(self.settings.notebook_dir)
         self.uploads = UploadStore(self.settings.state_dir / "uploads")
+        if self.run_index is None:
+            self.run_index = run_index(self.settings, self.resonate, self.local_server)
 
     @classmethod
     async def start(cls, settings: Settings, *, network: Network | None = None) -> Runtime:
+        if settings.postgres_dsn and not settings.resonate_url:
+            from app.durable import postgres_schema  # psycopg: import on use, as resonate_pg
+
+            # A database without the resonate-pg schema is refused now, saying how to apply it.
+            password = postgres_password(settings)
+            await asyncio.to_thread(
+                lambda: postgres_schema.check(settings.postgres_dsn or "", password() if password else None)
+            )
         embedded = None
         if settings.uses_embedded_workspace:
             directory = settings.state_dir / "workspace"
             embedded = await asyncio.to_thread(EmbeddedWorkspace(directory).start)
+        claim = None
         try:
+            if embedded is not None and settings.postgres_dsn and not settings.resonate_url:
+                claim = await EmbeddedClaim.take(settings.postgres_dsn, embedded.host)
             workspace = workspace_client(settings, embedded)
             signer = CallbackSigner(
                 callback_secret(settings), settings.callback_base_url, settings.callback_base_urls
@@ -122,6 +172,8 @@ class Runtime:
             network = network or resonate_network(settings, pid)
             resonate = build_resonate(settings, network=network, pid=pid)
         except BaseException:
+            if claim is not None:
+                await claim.release()
             if embedded is not None:
                 embedded.stop()
             raise
@@ -133,9 +185,14 @@ class Runtime:
             )
         runtime = cls(
             settings, resonate, workspace, signer, pipelines.load(), embedded, local,
-            backend_times_out=getattr(network, "times_out_waits", False),
+            # resonate-pg (process_timeouts) and the Resonate server (v0.9.8) time every
+            # pending wait out themselves; DARA's in-process server says so itself.
+            backend_times_out=getattr(network, "times_out_waits", bool(settings.resonate_url or settings.postgres_dsn)),
         )
+        runtime.claim = claim
+        runtime.network = network
         runtime.wire()
+        runtime._collector = asyncio.create_task(runtime.collect_old_runs(), name="dara-run-retention")
         # Uploads a run never took (the service stopped first) outlive no run's deadline.
         purged = await asyncio.to_thread(runtime.uploads.purge, settings.run_deadline)
         if purged:
@@ -158,6 +215,11 @@ class Runtime:
             self.uploads,
         ):
             self.resonate.with_dependency(dependency)
+
+    async def backend_problem(self) -> str | None:
+        """What is wrong with the backend now, for /health; None if nothing (or it cannot tell)."""
+        problem = getattr(self.network, "problem", None)  # app.durable.postgres_backend
+        return await problem() if problem is not None else None
 
     @property
     def workspace_host(self) -> str:
@@ -189,7 +251,20 @@ class Runtime:
             handle = self.resonate.options(timeout=deadline).run(run_id, pipeline.durable, **params, **meta)
         await handle.id()
 
+    async def collect_old_runs(self, every: float = COLLECT_EVERY_SECONDS) -> None:
+        """Delete runs that ended more than DARA_RUN_RETENTION ago: at start, then every ``every`` s."""
+        while True:
+            cutoff = now_ms() - int(self.settings.run_retention.total_seconds() * 1000)
+            try:
+                if purged := await self.run_index.purge(cutoff):
+                    logger.info("deleted %d run(s) that ended over DARA_RUN_RETENTION ago", purged)
+            except Exception as exc:  # noqa: BLE001 -- the next round tries again
+                logger.warning("could not delete old runs (next try in %.0f s): %s", every, exc)
+            await asyncio.sleep(every)
+
     async def stop(self) -> None:
+        if self._collector is not None:
+            self._collector.cancel()
         try:
             await asyncio.wait_for(self.resonate.stop(), timeout=10)
         except TimeoutError:
@@ -197,6 +272,17 @@ class Runtime:
         finally:
             if self.embedded is not None:
                 await asyncio.to_thread(self.embedded.stop)
+            if self.claim is not None:
+                await self.claim.release()
+
+
+def run_index(settings: Settings, resonate: Resonate, local: InProcessServer | None) -> RunIndex:
+    """How this backend lists its runs: it cannot always be asked (app.durable.run_index)."""
+    if local is not None:
+        return InProcessRunIndex(local)
+    if settings.postgres_dsn and not settings.resonate_url:
+        return PostgresRunIndex(settings.postgres_dsn, postgres_password(settings))
+    return SearchRunIndex(resonate)
 
 
 @contextlib.contextmanager

@@ -33,6 +33,19 @@ def _comma_list(value: object) -> object:
     return value
 
 
+def _seconds(value: object) -> object:
+    """``60`` or ``1.5`` from the environment as seconds; ISO 8601 (``PT1M``) passes through."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+#: A duration setting: ISO 8601 (``PT12H``) or a number of seconds, as the README says.
+type Duration = Annotated[timedelta, BeforeValidator(_seconds)]
+
 #: A list setting written as comma-separated text in the environment.
 type CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
 
@@ -65,6 +78,36 @@ class Settings(BaseSettings):
         default=None,
         description="Postgres 16+ (e.g. Lakebase) holding the resonate-pg schema; "
         "used when RESONATE_URL is unset.",
+    )
+    lease: Duration = Field(
+        default=timedelta(seconds=60),
+        ge=timedelta(seconds=1),
+        description="Task lease on a Resonate server or Postgres (ISO 8601, e.g. PT60S): a live "
+        "worker renews it every half lease; a worker that dies (killed, cut off) holds its "
+        "runs' current work until it lapses, then another worker takes over. The in-process "
+        "server ignores it.",
+    )
+    postgres_timeout: float = Field(
+        default=1.5,
+        gt=0,
+        description="Seconds a request waits for a Postgres connection before it fails with a 503 "
+        "(and libpq's connect_timeout, at least 2).",
+    )
+    postgres_drive_timers: bool = Field(
+        default=True,
+        description="Fire resonate-pg's timers (sleeps, wait deadlines) from DARA by calling "
+        "resonate.process_timeouts() every 0.25 s; false only when pg_cron drives them.",
+    )
+    timer_alert_after: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds without a successful timer tick on Postgres after which DARA logs "
+        "an alert and GET /health answers 503.",
+    )
+    lakebase_instance: str | None = Field(
+        default=None,
+        description="Lakebase database instance whose OAuth credential (renewed before it expires, "
+        "through databricks-sdk) is the password of DARA_POSTGRES_DSN's user.",
     )
     state_dir: Path = Field(
         default=PROJECT_ROOT / ".dara",
@@ -149,11 +192,16 @@ class Settings(BaseSettings):
     )
 
     # -- deadlines and retries -----------------------------------------------------
-    run_deadline: timedelta = Field(
+    run_deadline: Duration = Field(
         default=timedelta(hours=24), description="Deadline of every run (ISO 8601 or seconds)."
     )
-    callback_timeout: timedelta = Field(
+    callback_timeout: Duration = Field(
         default=timedelta(hours=12), description="How long a pipeline waits for a notebook."
+    )
+    run_retention: Duration = Field(
+        default=timedelta(days=7),
+        description="How long a finished run stays readable on Postgres before DARA deletes it "
+        "(checked at start and hourly; ISO 8601 or seconds).",
     )
     step_retries: int = Field(default=3, description="Retries of a step's transient failures.")
     step_retry_delay: float = Field(

@@ -45,7 +45,8 @@ def sign(http: httpx.Client, promise_id: str, secret: str = SECRET) -> str:
 
 
 def make_settings(state_dir: Path, **overrides: object) -> Settings:
-    """Embedded defaults, with a fixed secret and quick retries."""
+    """Embedded defaults, with a fixed secret and quick retries. Overrides win: e.g.
+    ``postgres_dsn=`` (a ``tests.postgres`` database) runs on Postgres."""
     values: dict[str, object] = {
         "state_dir": state_dir,
         "callback_secret": SECRET,

@@ -47,7 +47,7 @@ def shown(value: Any) -> str:
 
 @router.get("", summary="Recent runs")
 async def runs_page(runtime: RuntimeDep) -> str:
-    recent = await list_runs(runtime.resonate, runtime.local_server, limit=50, workspace_host=runtime.workspace_host)
+    recent = await list_runs(runtime.resonate, runtime.run_index, limit=50, workspace_host=runtime.workspace_host)
     rows = "".join(
         f'<tr><td><a href="/ui/runs/{escape(run.id)}">{escape(run.id)}</a></td><td>{escape(run.pipeline)}</td>'
         f"<td>{badge(run.status)}</td><td>{escape(run.started_by)}</td><td>{run.progress.done}/{run.progress.seen}</td>"

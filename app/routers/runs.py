@@ -135,7 +135,7 @@ async def get_runs(
     try:
         return await list_runs(
             runtime.resonate,
-            runtime.local_server,
+            runtime.run_index,
             pipeline=pipeline,
             status=status,
             limit=limit,

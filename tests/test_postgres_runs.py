@@ -1,0 +1,132 @@
+"""Runs on Postgres (resonate-pg): listed and paged, nothing left pending, old runs
+deleted, and one embedded workspace per database. Real Postgres, real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from resonate.timing import now_ms
+
+from app.durable.run_index import PostgresRunIndex
+from app.runtime import Runtime
+from app.workspace.embedded import LOCAL_TOKEN
+from app.workspace.embedded_claim import EmbeddedWorkspaceTaken
+from tests.harness import Service, make_settings, running_service, sign
+
+
+def pending(dsn: str, origin: str) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT id FROM resonate.promises WHERE origin_id = %s AND state = 'pending'", (origin,)
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def await_nothing_pending(dsn: str, origin: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while left := pending(dsn, origin):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{origin} still has pending promises: {left}")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def service(postgres_dsn: str, tmp_path: Path) -> Iterator[Service]:
+    with running_service(make_settings(tmp_path, postgres_dsn=postgres_dsn)) as svc:
+        yield svc
+
+
+def start(service: Service, run_id: str, pipeline: str = "waits_for_callback", **params: object) -> None:
+    started = service.http.post("/runs", json={"pipeline": pipeline, "id": run_id, "params": params})
+    assert started.status_code == 201, started.text
+
+
+def test_runs_are_listed_newest_first_a_page_at_a_time(service: Service) -> None:
+    for run_id in ("list-a", "list-b", "list-c"):
+        start(service, run_id)
+    service.http.post("/resolve", json={"id": "list-b:1", "value": 1, "token": sign(service.http, "list-b:1")})
+    service.wait_for("list-b")
+
+    first = service.http.get("/runs", params={"limit": 2}).json()
+    second = service.http.get("/runs", params={"limit": 2, "cursor": first["next_cursor"]}).json()
+    done = service.http.get("/runs", params={"status": "done"}).json()
+    bad = service.http.get("/runs", params={"cursor": "not-ours"})
+    page = service.http.get("/ui")
+
+    assert [run["id"] for run in first["runs"]] == ["list-c", "list-b"]
+    assert [run["id"] for run in second["runs"]] == ["list-a"] and second["next_cursor"] is None
+    assert [run["id"] for run in done["runs"]] == ["list-b"]
+    assert bad.status_code == 422 and "is not one this server issued" in bad.json()["detail"]
+    assert page.status_code == 200 and 'href="/ui/runs/list-a"' in page.text
+
+
+def test_a_finished_run_leaves_nothing_pending(service: Service, postgres_dsn: str) -> None:
+    """No watchdog per wait (Postgres times waits out itself), and the run watcher stops
+    once the wait is settled: 200 runs used to leave 400 pending promises."""
+    start(service, "leak-demo", "notebook_job", job="dara-demo")
+    start(service, "leak-wait", timeout_seconds=600)
+    service.http.post("/resolve", json={"id": "leak-wait:1", "value": 1, "token": sign(service.http, "leak-wait:1")})
+
+    assert service.wait_for("leak-demo")["status"] == "done"
+    assert service.wait_for("leak-wait")["status"] == "done"
+    await_nothing_pending(postgres_dsn, "leak-wait")
+    await_nothing_pending(postgres_dsn, "leak-demo")
+
+
+def test_a_wait_past_its_deadline_is_timed_out_by_postgres(service: Service, postgres_dsn: str) -> None:
+    start(service, "pg-deadline", timeout_seconds=1)
+
+    run = service.wait_for("pg-deadline")
+
+    assert run["status"] == "timed_out" and "nothing settled pg-deadline:1 by its deadline" in run["error"]
+    assert [step["kind"] for step in run["steps"]] == ["callback"]  # no watchdog was needed
+    assert pending(postgres_dsn, "pg-deadline") == []
+
+
+def test_runs_past_the_retention_are_deleted_and_others_kept(service: Service, postgres_dsn: str) -> None:
+    start(service, "old-done")
+    start(service, "old-waiting")
+    service.http.post("/resolve", json={"id": "old-done:1", "value": 1, "token": sign(service.http, "old-done:1")})
+    service.wait_for("old-done")
+    await_nothing_pending(postgres_dsn, "old-done")
+
+    deleted = asyncio.run(PostgresRunIndex(postgres_dsn).purge(now_ms() + 1))
+
+    assert deleted == 1
+    assert service.http.get("/runs/old-done").status_code == 404
+    assert service.http.get("/runs/old-waiting").json()["status"] in ("running", "waiting")
+    with psycopg.connect(postgres_dsn) as conn:
+        left = conn.execute("SELECT count(*) FROM resonate.promises WHERE origin_id = 'old-done'").fetchone()
+    assert left == (0,)
+
+
+@pytest.mark.anyio
+async def test_one_embedded_workspace_per_database(
+    postgres_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second worker that would start its own embedded workspace is refused, and told
+    the first one's URL; pointed at it, the second worker starts and sees its jobs."""
+    monkeypatch.setenv("DATABRICKS_TOKEN", LOCAL_TOKEN)  # the embedded workspace takes any
+    first = await Runtime.start(make_settings(tmp_path / "first", postgres_dsn=postgres_dsn))
+    try:
+        assert first.embedded is not None
+        with pytest.raises(EmbeddedWorkspaceTaken) as refused:
+            await Runtime.start(make_settings(tmp_path / "second", postgres_dsn=postgres_dsn, deploy_on_start=False))
+        shared = make_settings(
+            tmp_path / "third", postgres_dsn=postgres_dsn, deploy_on_start=False, databricks_host=first.embedded.host
+        )
+        second = await Runtime.start(shared)
+        try:
+            jobs = [job.settings.name for job in second.workspace.jobs.list() if job.settings]
+        finally:
+            await second.stop()
+    finally:
+        await first.stop()
+
+    assert f"set DATABRICKS_HOST={first.embedded.host}" in str(refused.value)
+    assert second.embedded is None and "dara-demo" in jobs
