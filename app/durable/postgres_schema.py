@@ -180,7 +180,8 @@ def _connect(dsn: str, password: str | None = None) -> psycopg.Connection:
     try:
         return psycopg.connect(dsn, application_name="dara schema check", **timeout)
     except psycopg.Error as exc:
-        raise SchemaError(f"cannot connect to {describe(dsn)}: {_redact(_one_line(exc), params)}") from None
+        shown = _redact(_redact(_one_line(exc), params), {"password": password})  # the DSN's, and a Lakebase one
+        raise SchemaError(f"cannot connect to {describe(dsn)}: {shown}") from None
 
 
 def _installed_version(conn: psycopg.Connection) -> str | None:
