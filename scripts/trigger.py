@@ -6,13 +6,16 @@
     python scripts/trigger.py --id bar --pipeline notebook_job --param job=dara-demo \
         --param 'params={"name": "ada"}'
 
-Standard library only, so it runs with any Python 3.9+ and no install.
+The service is `--service`, else `DARA_URL`, else `http://127.0.0.1:$DARA_PORT` (8000), and
+`DARA_API_TOKEN`, when set, is sent as the bearer token. Standard library only, so it runs with
+any Python 3.9+ and no install.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -24,7 +27,10 @@ FINISHED = {"done", "failed", "cancelled", "timed_out"}
 
 def call(method: str, url: str, body: dict | None = None) -> dict:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data, {"Content-Type": "application/json"}, method=method)
+    headers = {"Content-Type": "application/json"}
+    if os.environ.get("DARA_API_TOKEN"):
+        headers["Authorization"] = f"Bearer {os.environ['DARA_API_TOKEN']}"
+    request = urllib.request.Request(url, data, headers, method=method)
     try:
         with urllib.request.urlopen(request, timeout=90) as response:
             return json.load(response)
@@ -69,7 +75,8 @@ def main() -> int:
     parser.add_argument("--param", action="append", type=parse_param, default=[],
                         metavar="KEY=VALUE", help="pipeline parameter; VALUE is JSON or text")
     parser.add_argument("--wait", action="store_true", help="wait for the run to finish")
-    parser.add_argument("--service", default="http://127.0.0.1:8000", help="DARA's base URL")
+    default_service = os.environ.get("DARA_URL") or f"http://127.0.0.1:{os.environ.get('DARA_PORT') or 8000}"
+    parser.add_argument("--service", default=default_service, help=f"DARA's base URL (default: {default_service})")
     args = parser.parse_args()
     base = args.service.rstrip("/")
 

@@ -4,6 +4,7 @@ on both backends: the in-process server and Postgres (resonate-pg)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -100,6 +101,22 @@ def test_original_query_form_and_trigger_script(service: Service) -> None:
     assert waited.returncode == 0, waited.stderr
     assert "done" in waited.stdout and "hello world" in waited.stdout
     assert "done" in again.stdout
+
+
+def test_trigger_finds_the_service_from_dara_port_or_dara_url(service: Service) -> None:
+    """As the service itself reads DARA_PORT, so does the script; DARA_URL wins over it."""
+    script = [sys.executable, str(PROJECT_ROOT / "scripts" / "trigger.py"), "--id", "loop-get-env"]
+    port = service.url.rsplit(":", 1)[1]
+    base = {k: v for k, v in os.environ.items() if k not in ("DARA_URL", "DARA_PORT")}
+
+    by_port = subprocess.run(script, env=base | {"DARA_PORT": port}, capture_output=True, text=True, timeout=60)
+    by_url = subprocess.run(
+        script, env=base | {"DARA_PORT": "1", "DARA_URL": service.url}, capture_output=True, text=True, timeout=60
+    )
+
+    assert by_port.returncode == 0, by_port.stderr
+    assert by_url.returncode == 0, by_url.stderr
+    assert service.http.get("/runs/loop-get-env").status_code == 200
 
 
 def test_trigger_starts_any_pipeline_with_params(service: Service) -> None:
