@@ -77,8 +77,15 @@ LIMIT_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
+#: Most bytes of a refused body read (and dropped) so that the client gets to read the 413.
+DRAIN_LIMIT = 64 << 20
+
+
 class BodyTooLarge(Exception):
-    pass
+    def __init__(self, more: bool = True) -> None:
+        super().__init__()
+        #: Whether the client has more of the body to send.
+        self.more = more
 
 
 class _Disconnected(Exception):
@@ -191,6 +198,8 @@ class BodyLimit:
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            if declared.isdigit() and int(declared) <= DRAIN_LIMIT:
+                await _drain(receive)
             await self._too_large(send)
             return
         if self.max_json_depth is not None and is_json_body(headers.get(b"content-type")):
@@ -201,7 +210,9 @@ class BodyLimit:
     async def _checked_json(self, scope: Scope, receive: Receive, send: Send, max_depth: int) -> None:
         try:
             body = await self._read(receive)
-        except BodyTooLarge:
+        except BodyTooLarge as refused:
+            if refused.more:
+                await _drain(receive)
             await self._too_large(send)
             return
         except _Disconnected:
@@ -240,7 +251,7 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                raise BodyTooLarge
+                raise BodyTooLarge(more=message.get("more_body", False))
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
@@ -248,15 +259,16 @@ class BodyLimit:
     async def _streamed(self, scope: Scope, receive: Receive, send: Send) -> None:
         seen = 0
         overflow = False
+        more = False
         started = False
 
         async def counting_receive() -> Message:
-            nonlocal seen, overflow
+            nonlocal seen, overflow, more
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
-                overflow = True
-                raise BodyTooLarge
+                overflow, more = True, message.get("more_body", False)
+                raise BodyTooLarge(more=more)
             return message
 
         async def guarded_send(message: Message) -> None:
@@ -274,11 +286,29 @@ class BodyLimit:
             if not overflow:
                 raise
         if overflow and not started:
+            if more:
+                await _drain(receive)
             await self._too_large(send)
 
     async def _too_large(self, send: Send) -> None:
         detail = f"request body over {self.max_bytes} bytes (DARA_MAX_VALUE_BYTES); send less or raise the setting"
         await _answer(send, 413, detail)
+
+
+async def _drain(receive: Receive) -> None:
+    """Read and drop the rest of a refused body (up to :data:`DRAIN_LIMIT` bytes).
+
+    Answering while the client is still sending makes the server close a connection
+    with unread data, and the client sees a reset instead of the 413: the notebook's
+    callback cell took that for an outage and retried for ten minutes. Read to the end,
+    the client reads DARA's answer and can say why. DARA_CLIENT_TIMEOUT bounds a slow one.
+    """
+    drained = 0
+    while drained <= DRAIN_LIMIT:
+        message = await receive()
+        if message["type"] == "http.disconnect" or not message.get("more_body", False):
+            return
+        drained += len(message.get("body", b""))
 
 
 def _as_utf8(body: bytes) -> bytes:

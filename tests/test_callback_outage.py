@@ -182,3 +182,25 @@ def test_a_refused_callback_is_not_retried(service: Service) -> None:
     assert str(unknown.value).startswith("DARA refused the callback (404): ")
     assert "the in-process server that held it was restarted" in str(unknown.value)
     assert service.http.get("/runs/refused").json()["status"] == "waiting"
+
+
+@pytest.mark.parametrize("size", [5 << 20, 2 << 20])
+def test_a_callback_over_the_size_limit_fails_at_once_saying_why(service: Service, size: int) -> None:
+    """DARA used to answer 413 without reading the body, so the cell saw a reset connection,
+    took it for an outage and retried for ten minutes. Now the cell reads the 413 and raises
+    DARA's message at once, naming the setting; the wait is left for the watcher to fail."""
+    def never(seconds: float) -> None:
+        raise AssertionError(f"an oversized callback was retried after {seconds}s")
+
+    run_id = f"too-big-{size >> 20}"
+    started = service.http.post("/runs", json={"pipeline": "waits_for_callback", "id": run_id})
+    assert started.status_code == 201, started.text
+    service.wait_until(run_id, "waiting")
+    cell = callback_cell(f"{run_id}:1", service.url, sleep=never, incarnation=started.json()["incarnation"])
+
+    with pytest.raises(RuntimeError) as refused:
+        cell["dara_resolve"]("x" * size)
+
+    assert str(refused.value).startswith("DARA refused the callback (413): ")
+    assert "DARA_MAX_VALUE_BYTES" in str(refused.value)
+    assert service.http.get(f"/runs/{run_id}").json()["status"] == "waiting"
