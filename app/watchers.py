@@ -18,7 +18,7 @@ waiting on, so the pipeline fails with a clear message instead of hanging.
   replay.
 
 The first write wins on a promise, so a callback that arrives after a watcher gave up
-finds the promise settled and is answered ``already_settled``.
+finds the promise settled and is answered 409 (app.routers.callbacks).
 """
 
 from __future__ import annotations

@@ -56,17 +56,40 @@ def test_bad_tokens_are_refused_and_the_promise_stays_pending(
     assert status(service, promise.split(":")[0]) == "waiting"
 
 
-def test_repeated_resolve_is_idempotent_and_reports_the_settled_state(service: Service) -> None:
+def test_a_retried_resolve_is_idempotent_and_a_different_one_is_refused(service: Service) -> None:
+    """A notebook retrying after a lost answer does no harm (200, already_settled); a second,
+    different callback learns its value was not taken (409 naming the state)."""
     promise = waiting_run(service, "cb-twice")
-    body = {"id": promise, "value": "first", "token": sign(service.http, promise)}
+    body = {"id": promise, "value": {"rows": [1, 2.5, "é"]}, "token": sign(service.http, promise)}
 
-    first = service.http.post("/resolve", json=body).json()
-    second = service.http.post("/resolve", json=body | {"value": "second"}).json()
-    rejected = service.http.post("/reject", json={"id": promise, "error": "late", "token": sign(service.http, promise)}).json()
+    first = service.http.post("/resolve", json=body)
+    retried = service.http.post("/resolve", json=body)
+    second = service.http.post("/resolve", json=body | {"value": "second"})
+    rejected = service.http.post("/reject", json={"id": promise, "error": "late", "token": body["token"]})
 
-    assert first["already_settled"] is False
-    assert second == rejected == {"id": promise, "state": "resolved", "already_settled": True}
-    assert service.wait_for("cb-twice")["result"] == "first"
+    assert first.json() == {"id": promise, "state": "resolved", "already_settled": False}
+    assert retried.json() == {"id": promise, "state": "resolved", "already_settled": True}
+    assert (second.status_code, rejected.status_code) == (409, 409)
+    assert second.json()["detail"] == f"{promise!r} was already resolved with another value; this callback's value was not recorded"
+    assert rejected.json()["detail"] == f"{promise!r} was already resolved; this callback's value was not recorded"
+    assert service.wait_for("cb-twice")["result"] == {"rows": [1, 2.5, "é"]}
+
+
+def test_a_second_callback_makes_the_notebooks_cell_raise(service: Service) -> None:
+    """The callback cell raises on the 409, so the notebook never believes a dropped value."""
+    from tests.test_callback_outage import callback_cell
+
+    def never(seconds: float) -> None:
+        raise AssertionError(f"a refused callback was retried after {seconds}s")
+
+    promise = waiting_run(service, "cb-second")
+    run = service.http.get("/runs/cb-second").json()
+    cell = callback_cell(promise, service.url, sleep=never, incarnation=run["incarnation"])
+    cell["dara_resolve"]({"n": 1})
+    cell["dara_resolve"]({"n": 1})  # the same value again: a harmless retry
+
+    with pytest.raises(RuntimeError, match=r"DARA refused the callback \(409\): .*already resolved with another value"):
+        cell["dara_resolve"]({"n": 2})
 
 
 def test_reject_fails_the_run_with_the_notebooks_error(service: Service) -> None:

@@ -75,6 +75,9 @@ async def test_a_thousand_concurrent_starts_and_resolves(service: Service) -> No
                 return
             await asyncio.sleep(delay)  # a client's back-off before asking again
             delay = min(delay * 2, 0.5)
+        if response.status_code == 409:  # the other copy won: this value was not taken
+            resolves[run_id].append({"already_settled": True, "state": "resolved", "sent": value})
+            return
         if response.status_code != 200:
             failures.append(f"resolve {promise}: {response.status_code} {response.text}")
             return

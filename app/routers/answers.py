@@ -22,4 +22,5 @@ CALLBACK_REFUSED = (
     answer(401, "No token.")
     | answer(403, "The token is not this wait's: another promise's, an earlier run's of the same id, or not a wait.")
     | answer(404, "No such run or promise.")
+    | answer(409, "The wait was already settled otherwise: another value, the other outcome, its deadline or a cancel.")
 )

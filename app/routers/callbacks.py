@@ -4,9 +4,11 @@ Each call carries the promise id and its callback token (app.callbacks). A call
 settles only the wait its token was issued for: that promise id, in the incarnation
 of the run that issued it, and only a wait (``ctx.promise()``) -- never a step's
 recorded result, a watcher, or the run itself. Each refusal is a 403 that says which
-rule it broke. The settle itself is Resonate's: the first write wins, and repeating
-it returns what was settled, so a notebook that retries after a lost response does
-no harm.
+rule it broke. The settle itself is Resonate's: the first write wins. Sending the
+same outcome and value again (a notebook retrying after a lost response) answers 200
+``already_settled``; anything else arriving after the wait was settled -- another
+value, the other outcome, a callback after the deadline or a cancel -- answers 409
+naming the state it found, so the notebook learns its value was not taken.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
-from resonate.types import Value
+from resonate.types import PromiseRecord, Value
 
 from app.dependencies import RuntimeDep
 from app.routers.answers import CALLBACK_REFUSED
@@ -48,7 +50,7 @@ class Rejection(BaseModel):
 class Settlement(BaseModel):
     id: str
     state: Literal["resolved", "rejected", "rejected_canceled", "rejected_timedout"]
-    already_settled: bool = Field(description="True when an earlier call (or the deadline) settled it.")
+    already_settled: bool = Field(description="True when an earlier call with this same value settled it.")
 
 
 @router.post("/resolve", response_model=Settlement, responses=CALLBACK_REFUSED)
@@ -117,15 +119,28 @@ async def _settle(
             403, f"{promise_id!r} is a {kind} of run {run_id!r}, not a wait (ctx.promise()); "
             "only a wait can be settled from outside"
         )
+    stored = payload if outcome == "resolved" else {"__type": "error", "message": payload}
     if record.state != "pending":
-        return Settlement(id=promise_id, state=record.state, already_settled=True)
+        return _repeat(record, outcome, stored)
     promises = runtime.resonate.promises
     if outcome == "resolved":
-        settled = await promises.resolve(promise_id, Value(data=payload))
+        settled = await promises.resolve(promise_id, Value(data=stored))
     else:
-        settled = await promises.reject(promise_id, Value(data={"__type": "error", "message": payload}))
+        settled = await promises.reject(promise_id, Value(data=stored))
     assert settled.state != "pending"
-    return Settlement(id=promise_id, state=settled.state, already_settled=settled.state != outcome)
+    if settled.state == outcome and settled.value.data == stored:
+        return Settlement(id=promise_id, state=settled.state, already_settled=False)
+    return _repeat(settled, outcome, stored)  # another settle won the race
+
+
+def _repeat(record: PromiseRecord, outcome: str, stored: Any) -> Settlement:
+    """A callback for a wait already settled: 200 if it says what was recorded, else 409."""
+    if record.state == outcome and record.value.data == stored:
+        return Settlement(id=record.id, state=record.state, already_settled=True)
+    found = record.state if record.state != outcome else f"{record.state} with another value"
+    raise HTTPException(
+        409, f"{record.id!r} was already {found}; this callback's value was not recorded"
+    )
 
 
 def _json_or_text(value: str | None) -> Any:

@@ -162,8 +162,7 @@ async def cancel_run(run_id: RunIdPath, runtime: RuntimeDep, user: CurrentUser) 
     """Cancel the Databricks runs a run started, and end the run as cancelled.
 
     Only whoever started the run, or one of DARA_ADMINS, may cancel it. Its pending
-    waits are cancelled too, so watchers stop and a late callback is answered
-    ``already_settled``.
+    waits are cancelled too, so watchers stop and a late callback is answered 409.
     """
     run = await read_run(runtime.resonate, run_id, workspace_host=runtime.workspace_host)
     if run is None:
