@@ -64,7 +64,23 @@ HINTS: tuple[tuple[type[BaseException], str], ...] = (
 
 
 def is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, TRANSIENT)
+    return isinstance(exc, TRANSIENT) or is_capacity(exc)
+
+
+#: Error codes and messages that say "the workspace has no room for this now".
+CAPACITY_CODES = frozenset({"RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED", "REQUEST_LIMIT_EXCEEDED"})
+CAPACITY_MESSAGES = ("queue limit", "maximum number of concurrent runs", "too many runs")
+
+
+def is_capacity(exc: BaseException) -> bool:
+    """The workspace is full for now -- throttled, over a quota, its run queue full -- and
+    will have room later: worth waiting for as long as the run may last, not a failure."""
+    if isinstance(exc, dbx.TooManyRequests):  # 429, RESOURCE_EXHAUSTED, REQUEST_LIMIT_EXCEEDED
+        return True
+    if not isinstance(exc, dbx.DatabricksError):
+        return False
+    text = str(exc).lower()
+    return exc.error_code in CAPACITY_CODES or any(phrase in text for phrase in CAPACITY_MESSAGES)
 
 
 def hint_for(exc: BaseException) -> str | None:

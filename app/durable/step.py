@@ -25,13 +25,14 @@ import asyncio
 import functools
 import hashlib
 import inspect
+import time
 import typing
 from dataclasses import dataclass
 from typing import Any
 
 from resonate.context import Context as ResonateContext
 
-from app.durable.errors import StepError, is_transient
+from app.durable.errors import StepError, is_capacity, is_transient
 from app.durable.run_meta import ANONYMOUS, RUN_META, RunMeta
 
 
@@ -69,9 +70,18 @@ class StepRetry:
 
     retries: int = 3
     delay: float = 2.0
+    #: Longest wait between tries while the workspace is full (capacity errors).
+    capacity_max_delay: float = 15.0
 
     def delays(self) -> typing.Iterator[float]:
         return (self.delay * 2**attempt for attempt in range(self.retries))
+
+    def capacity_delays(self) -> typing.Iterator[float]:
+        """Waits while the workspace has no room: doubling, capped, for as long as it takes."""
+        delay = self.delay
+        while True:
+            yield delay
+            delay = min(delay * 2, self.capacity_max_delay)
 
 
 @functools.cache
@@ -129,7 +139,7 @@ def durable_step(
         for param, kind in injected.items():
             arguments[param] = info if kind is StepInfo else ctx.get_dependency(kind)
         retry = _retry_policy(ctx)
-        result = await _call_with_retries(step, arguments, retry)
+        result = await _call_with_retries(step, arguments, retry, deadline_ms=info.deadline_ms)
         return {"step": name, "result": result}
 
     ctx_param = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_ONLY)
@@ -152,9 +162,16 @@ def _retry_policy(ctx: ResonateContext) -> StepRetry:
 
 
 async def _call_with_retries(
-    step: typing.Callable[..., Any], arguments: dict[str, Any], retry: StepRetry
+    step: typing.Callable[..., Any],
+    arguments: dict[str, Any],
+    retry: StepRetry,
+    *,
+    deadline_ms: int | None = None,
+    clock: typing.Callable[[], float] = time.time,
 ) -> Any:
-    delays = retry.delays()
+    """Call ``step``; retry transient failures ``retry.retries`` times, and capacity
+    failures (a full run queue, throttling) for as long as the step's deadline allows."""
+    delays, waits = retry.delays(), retry.capacity_delays()
     attempt = 1
     while True:
         try:
@@ -164,7 +181,12 @@ async def _call_with_retries(
         except StepError:
             raise
         except Exception as exc:
-            delay = next(delays, None) if is_transient(exc) else None
+            if is_capacity(exc):
+                delay: float | None = next(waits)
+                if deadline_ms is not None and (clock() + delay) * 1000 >= deadline_ms:
+                    delay = None  # no room before the deadline: fail now, saying why
+            else:
+                delay = next(delays, None) if is_transient(exc) else None
             if delay is None:
                 raise StepError.wrap(step.__name__, exc, attempts=attempt) from exc
             await asyncio.sleep(delay)
