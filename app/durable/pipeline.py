@@ -29,7 +29,7 @@ import pydantic
 from resonate.context import Context as ResonateContext
 
 from app.durable.context import Context
-from app.durable.run_meta import RUN_META, RunMeta
+from app.durable.run_meta import RUN_META, RunMeta, sdk_parameters
 
 type PipelineFunction = typing.Callable[..., typing.Generator[Any, Any, Any]]
 type DurableFunction = typing.Callable[..., typing.Awaitable[Any]]
@@ -92,20 +92,12 @@ def drive(gen_fn: PipelineFunction, *, wait_timeout: timedelta | None = None) ->
                 error = exc
 
     signature = user_signature(gen_fn)
-    ctx_param = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_ONLY)
     durable.__name__ = durable.__qualname__ = gen_fn.__name__
     durable.__doc__ = gen_fn.__doc__
     durable.__module__ = gen_fn.__module__
-    # The run's facts (app.durable.run_meta) ride along as a keyword-only parameter,
-    # so the SDK's signature check lets them through and they land in the root promise.
-    meta_param = inspect.Parameter(RUN_META, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Any)
-    params = list(signature.parameters.values())
-    if any(p.name == RUN_META for p in params):
-        msg = f"{gen_fn.__name__}: the parameter name {RUN_META!r} is DARA's own; rename it"
-        raise TypeError(msg)
-    keyword_end = next((i for i, p in enumerate(params) if p.kind is p.VAR_KEYWORD), len(params))
+    # The run's facts (app.durable.run_meta) land in the root promise through ``_dara``.
     durable.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=[ctx_param, *params[:keyword_end], meta_param, *params[keyword_end:]]
+        parameters=sdk_parameters(list(signature.parameters.values()))
     )
     return durable
 

@@ -17,6 +17,7 @@ empty incarnation.
 
 from __future__ import annotations
 
+import inspect
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -51,3 +52,15 @@ class RunMeta:
 
     def as_kwarg(self) -> dict[str, str]:
         return {"started_by": self.started_by, "incarnation": self.incarnation}
+
+
+def sdk_parameters(params: list[inspect.Parameter]) -> list[inspect.Parameter]:
+    """``params`` as the SDK sees a DARA function: ``ctx`` first, and the run's facts as a
+    keyword-only ``_dara``, so the SDK's signature check lets them through."""
+    if any(p.name == RUN_META for p in params):
+        msg = f"the parameter name {RUN_META!r} is DARA's own; rename it"
+        raise TypeError(msg)
+    ctx = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_ONLY)
+    meta = inspect.Parameter(RUN_META, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Any)
+    end = next((i for i, p in enumerate(params) if p.kind is p.VAR_KEYWORD), len(params))
+    return [ctx, *params[:end], meta, *params[end:]]

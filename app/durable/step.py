@@ -33,7 +33,7 @@ from typing import Any
 from resonate.context import Context as ResonateContext
 
 from app.durable.errors import StepError, is_capacity, is_transient
-from app.durable.run_meta import ANONYMOUS, RUN_META, RunMeta
+from app.durable.run_meta import ANONYMOUS, RUN_META, RunMeta, sdk_parameters
 
 
 @dataclass(frozen=True)
@@ -142,14 +142,10 @@ def durable_step(
         result = await _call_with_retries(step, arguments, retry, deadline_ms=info.deadline_ms)
         return {"step": name, "result": result}
 
-    ctx_param = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_ONLY)
-    meta_param = inspect.Parameter(RUN_META, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Any)
-    keyword_end = next((i for i, p in enumerate(public) if p.kind is p.VAR_KEYWORD), len(public))
     call.__name__ = call.__qualname__ = name
     call.__doc__ = step.__doc__
     call.__signature__ = public_signature.replace(  # type: ignore[attr-defined]
-        parameters=[ctx_param, *public[:keyword_end], meta_param, *public[keyword_end:]],
-        return_annotation=Any,
+        parameters=sdk_parameters(public), return_annotation=Any
     )
     return call
 
