@@ -56,12 +56,14 @@ def test_runs_are_listed_newest_first_a_page_at_a_time(service: Service) -> None
     second = service.http.get("/runs", params={"limit": 2, "cursor": first["next_cursor"]}).json()
     done = service.http.get("/runs", params={"status": "done"}).json()
     bad = service.http.get("/runs", params={"cursor": "not-ours"})
+    huge = service.http.get("/runs", params={"cursor": "9" * 30 + ".list-a"})  # past a bigint
     page = service.http.get("/ui")
 
     assert [run["id"] for run in first["runs"]] == ["list-c", "list-b"]
     assert [run["id"] for run in second["runs"]] == ["list-a"] and second["next_cursor"] is None
     assert [run["id"] for run in done["runs"]] == ["list-b"]
     assert bad.status_code == 422 and "is not one this server issued" in bad.json()["detail"]
+    assert huge.status_code == 422, huge.text
     assert page.status_code == 200 and 'href="/ui/runs/list-a"' in page.text
 
 

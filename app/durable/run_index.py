@@ -129,7 +129,7 @@ class PostgresRunIndex:
         if cursor is None:
             return None, None
         created, dot, run_id = cursor.partition(".")
-        if not dot or not created.isdigit() or not run_id:
+        if not dot or not created.isdigit() or len(created) > 18 or not run_id:  # a bigint
             raise BadCursor(cursor)
         return int(created), run_id
 
