@@ -200,9 +200,7 @@ async def test_a_start_after_stop_leaves_no_timer_driver_behind() -> None:
 
 @pytest.fixture
 def service(tmp_path: Path, postgres_server: EmbeddedPostgres, postgres_dsn: str) -> Iterator[Service]:
-    settings = make_settings(
-        tmp_path, postgres_dsn=postgres_dsn, deploy_on_start=False, timer_alert_after=ALERT_AFTER
-    )
+    settings = make_settings(tmp_path, postgres_dsn=postgres_dsn, deploy_on_start=False, timer_alert_after=ALERT_AFTER)
     with running_service(settings) as svc:
         try:
             yield svc
@@ -254,6 +252,8 @@ def test_runs_survive_an_outage_and_resume_without_a_restart(
         assert body["status"] == "degraded" and "unreachable" in body["problem"]
         assert str(postgres_server.socket_dir) not in body["problem"]  # /health is open: no paths
         assert fast.post("/runs", json={"pipeline": "sleeps", "id": "during"}).status_code == 503
+        listing = fast.get("/runs")  # on the backend's pool, which fails fast
+        assert listing.status_code == 503 and "did not answer the run listing" in listing.json()["detail"], listing.text
         time.sleep(max(0.0, OUTAGE - (time.monotonic() - stopped)))  # every timer falls due
         assert fast.get("/health").status_code == 503
     assert messages(caplog, "ALERT timers are behind")
@@ -261,20 +261,29 @@ def test_runs_survive_an_outage_and_resume_without_a_restart(
 
     postgres_server.start()
     with httpx.Client(base_url=service.url, timeout=FAST) as fast:
+
         def healthy() -> dict | None:
             answer = fast.get("/health")
             return answer.json() if answer.status_code == 200 else None
 
         assert poll(healthy, RESUME_WITHIN, "/health ok") == {
-            "status": "ok", "resonate": "postgres", "workspace": "embedded"
+            "status": "ok",
+            "resonate": "postgres",
+            "workspace": "embedded",
         }
-        poll(lambda: service.runtime.network.sessions.listener_connects > listens or None,
-             RESUME_WITHIN, "LISTEN again")
+        poll(
+            lambda: service.runtime.network.sessions.listener_connects > listens or None, RESUME_WITHIN, "LISTEN again"
+        )
 
         def ended(run_id: str) -> Callable[[], dict | None]:
             def check() -> dict | None:
                 answer = fast.get(f"/runs/{run_id}")
-                return answer.json() if answer.status_code == 200 and answer.json()["status"] not in ("running", "waiting") else None
+                return (
+                    answer.json()
+                    if answer.status_code == 200 and answer.json()["status"] not in ("running", "waiting")
+                    else None
+                )
+
             return check
 
         assert poll(ended("sleeper"), RESUME_WITHIN, "the sleep's end")["status"] == "done"

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from resonate.timing import now_ms
 
+from app.durable.postgres_backend import PoolSessions
 from app.durable.run_index import PostgresRunIndex
 from app.runtime import Runtime
 from app.workspace.embedded import LOCAL_TOKEN
@@ -90,6 +91,43 @@ def test_a_wait_past_its_deadline_is_timed_out_by_postgres(service: Service, pos
     assert pending(postgres_dsn, "pg-deadline") == []
 
 
+def test_a_callback_value_is_stored_by_its_wait_and_the_run_that_returns_it_only(
+    service: Service, postgres_dsn: str
+) -> None:
+    """Two copies are inherent when a pipeline returns what its callback sent: the wait's
+    value and the root promise's. DARA adds none: no step, watcher, tag or parameter
+    carries the value again."""
+    start(service, "stored-once")
+    service.wait_until("stored-once", "waiting")
+    value = "s" * 300_000
+    service.http.post(
+        "/resolve", json={"id": "stored-once:1", "value": value, "token": sign(service.http, "stored-once:1")}
+    )
+    service.wait_for("stored-once")
+
+    with psycopg.connect(postgres_dsn) as conn:
+        rows = conn.execute(
+            "SELECT id, coalesce(octet_length(param_data), 0) + coalesce(octet_length(value_data), 0)"
+            " + octet_length(param_headers::text) + octet_length(value_headers::text) + octet_length(tags::text)"
+            " FROM resonate.promises WHERE origin_id = 'stored-once'"
+        ).fetchall()
+    sizes = dict(rows)
+
+    # Each copy is the value's JSON, base64-encoded: a third larger.
+    copy = len(value) * 4 / 3
+    assert {promise for promise, size in sizes.items() if size > copy / 2} == {"stored-once", "stored-once:1"}
+    assert sum(sizes.values()) < 2 * copy + 10_000
+
+
+async def purge_runs(dsn: str, settled_before_ms: int) -> int:
+    """PostgresRunIndex.purge on a pool of its own, as the backend lends it its pool."""
+    sessions = PoolSessions(dsn, timeout=2)
+    try:
+        return await PostgresRunIndex(sessions).purge(settled_before_ms)
+    finally:
+        await sessions.close()
+
+
 def test_runs_past_the_retention_are_deleted_and_others_kept(service: Service, postgres_dsn: str) -> None:
     start(service, "old-done")
     start(service, "old-waiting")
@@ -97,7 +135,7 @@ def test_runs_past_the_retention_are_deleted_and_others_kept(service: Service, p
     service.wait_for("old-done")
     await_nothing_pending(postgres_dsn, "old-done")
 
-    deleted = asyncio.run(PostgresRunIndex(postgres_dsn).purge(now_ms() + 1))
+    deleted = asyncio.run(purge_runs(postgres_dsn, now_ms() + 1))
 
     assert deleted == 1
     assert service.http.get("/runs/old-done").status_code == 404

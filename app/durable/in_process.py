@@ -19,20 +19,29 @@ two of its choices stand in the way there:
   every run. Here the server's own 1 s sweep times such promises out, and resumes the
   pipeline.
 
+The SDK's server also never deletes anything; :meth:`IndexedServerState.purge_runs` forgets
+runs past DARA_RUN_RETENTION, as DARA does on Postgres.
+
 Subclassing keeps every request handler the SDK's own; only the bookkeeping changes.
 ``tests/test_in_process_server.py`` checks each indexed answer against the scan it replaces.
+
+This module is half of DARA's adapter to resonate-sdk (app.durable.resonate_format has
+the other half): the only one that imports private SDK names, and the only one that reads
+the server's tables. The rest of DARA reads them through :class:`InProcessServer`'s
+``stored_promises``, ``task_record`` and ``purge_runs``; tests/test_resonate_adapter.py
+fails, naming what moved, when the installed SDK no longer has what is used here.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from resonate.connections import LocalConnection
 from resonate.connections.local import I64_MAX, PTimeout, ServerState, Task, TTimeout, _get, extract_action_data
 
-BRANCH = "resonate:branch"
+from app.durable.resonate_format import BRANCH, ORIGIN, TARGET
 
 
 class _Promises(dict[str, Any]):
@@ -46,6 +55,14 @@ class _Promises(dict[str, Any]):
         if key not in self and (branch := value.tags.get(BRANCH)) is not None:
             self.branches.setdefault(branch, {})[key] = None
         super().__setitem__(key, value)
+
+    def forget(self, key: str) -> None:
+        """Delete ``key`` from the table and from its branch."""
+        branch = self.pop(key).tags.get(BRANCH)
+        members = self.branches.get(branch, {}) if branch is not None else {}
+        members.pop(key, None)
+        if branch is not None and not members:
+            self.branches.pop(branch, None)
 
 
 class _Timeouts(dict[str, Any]):
@@ -105,7 +122,7 @@ class IndexedServerState(ServerState):
             response["status"] == 201
             and promise.state == "pending"
             and promise.timeout_at < I64_MAX
-            and "resonate:target" not in promise.tags  # those are swept already
+            and TARGET not in promise.tags  # those are swept already
         ):
             self.set_p_timeout(promise.id, promise.timeout_at)
         return response
@@ -133,7 +150,7 @@ class IndexedServerState(ServerState):
         task = self.tasks.get(promise_id)
         if task is None:
             promise = self.promises.get(promise_id)
-            if promise is not None and "resonate:target" in promise.tags:
+            if promise is not None and TARGET in promise.tags:
                 self.tasks[promise_id] = Task(
                     id=promise_id, state="fulfilled", version=0, pid=None, ttl=None, resumes=set()
                 )
@@ -154,6 +171,38 @@ class IndexedServerState(ServerState):
         finally:
             self.p_timeouts.now = self.t_timeouts.now = None
 
+    def purge_runs(self, settled_before: int) -> int:
+        """Forget the runs that ended before ``settled_before`` (ms) with nothing of theirs
+        pending; how many. DARA_RUN_RETENTION on this server, as resonate-pg's table is
+        purged on Postgres (app.durable.run_index): else a long-lived process keeps every
+        run it ever ran. A run is its root promise and every promise of its origin --
+        steps, waits, watchers -- with the tasks, deadlines and awaiter index kept for
+        them; listeners and awaiters live on the promises themselves. A run with anything
+        pending (a watcher's last look) is kept for a later round.
+
+        One pass over the table, without a yield: no request interleaves with it.
+        """
+        runs: dict[str, list[str]] = {}
+        for promise in self.promises.values():
+            runs.setdefault(promise.tags.get(ORIGIN, promise.id), []).append(promise.id)
+        purged = 0
+        for origin, ids in runs.items():
+            root = self.promises.get(origin)
+            if root is None or ":" in origin or root.settled_at is None or root.settled_at >= settled_before:
+                continue
+            if any(self.promises[i].state == "pending" for i in ids) or any(
+                (task := self.tasks.get(i)) is not None and task.state != "fulfilled" for i in ids
+            ):
+                continue
+            for promise_id in ids:
+                self.promises.forget(promise_id)
+                self.tasks.pop(promise_id, None)
+                self.p_timeouts.pop(promise_id, None)
+                self.t_timeouts.pop(promise_id, None)
+                self.awaiting.pop(promise_id, None)
+            purged += 1
+        return purged
+
     def set_p_timeout(self, promise_id: str, timeout: int) -> None:
         self.p_timeouts.put(PTimeout(id=promise_id, timeout=timeout))
 
@@ -167,6 +216,17 @@ class IndexedServerState(ServerState):
         self.t_timeouts.pop(task_id, None)
 
 
+class StoredPromise(Protocol):
+    """A promise as the server's table holds it: what DARA reads of one."""
+
+    id: str
+    state: str
+    tags: dict[str, str]
+    created_at: int
+
+    def to_record(self) -> dict[str, Any]: ...
+
+
 class InProcessServer(LocalConnection):
     """The in-process server (and its client connection), on :class:`IndexedServerState`."""
 
@@ -176,3 +236,20 @@ class InProcessServer(LocalConnection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.state = IndexedServerState()
+
+    def stored_promises(self) -> Iterator[StoredPromise]:
+        """Every promise the server holds, in no particular order. Read it without an
+        ``await`` in between: the table may change at the next one."""
+        return iter(self.state.promises.values())
+
+    def task_record(self, task_id: str) -> dict[str, Any] | None:
+        """The task ``task_id`` as the SDK's server records it, with ``resumes`` counted
+        (the server counts them; the SDK's keeps their ids); None if there is none."""
+        task = self.state.tasks.get(task_id)
+        if task is None:
+            return None
+        return {**task.to_record(), "resumes": len(task.resumes)}
+
+    def purge_runs(self, settled_before: int) -> int:
+        """:meth:`IndexedServerState.purge_runs`."""
+        return self.state.purge_runs(settled_before)

@@ -111,6 +111,11 @@ class PoolSessions:
     has the pool check all its idle connections at once (:meth:`lost`), so those that
     died with it are dropped rather than handed out one request at a time, while a
     healthy pool pays nothing.
+
+    Its connections are in autocommit. Each of resonate-pg's requests is one statement
+    (``resonate.resonate_rpc``), atomic on its own, so wrapping it in BEGIN and COMMIT
+    only cost two more round trips per request; the one unit of work with several
+    statements, the pump's drain, opens its own transaction (:meth:`PostgresBackend._drain`).
     """
 
     def __init__(
@@ -126,7 +131,10 @@ class PoolSessions:
         self._password = password
         self.timeout = timeout
         self._max_size = max_size
-        self._connect_kwargs: dict[str, Any] = {"connect_timeout": max(2, math.ceil(timeout))}
+        self._connect_kwargs: dict[str, Any] = {
+            "connect_timeout": max(2, math.ceil(timeout)),
+            "autocommit": True,
+        }
         self._pool: AsyncConnectionPool | None = None
         self._lock = asyncio.Lock()
         self._checking: asyncio.Task[None] | None = None
@@ -149,7 +157,7 @@ class PoolSessions:
         given = conninfo_to_dict(self._conninfo)
         extra = {key: value for key, value in LISTEN_KEEPALIVES.items() if key not in given}
         conn = await self._connection_class.connect(
-            self._conninfo, autocommit=True, **await self._login_kwargs(), **extra
+            self._conninfo, **await self._login_kwargs(), **extra
         )
         self.listener_connects += 1
         self.on_listen()
@@ -417,9 +425,21 @@ class PostgresBackend(PostgresConnection):
     # -- resonate-pg internals, overridden ------------------------------------------
 
     async def _drain(self) -> None:
-        """The pump's pass; its failure is logged once per outage, not every tick."""
+        """The pump's pass; its failure is logged once per outage, not every tick.
+
+        resonate-pg's own pass, in one explicit transaction: the sessions are in
+        autocommit, and the messages a pass claims are delivered only once their
+        claim has committed, all together.
+        """
         try:
-            await super()._drain()
+            await self._fire_timers()
+            messages: list[str] = []
+            async with self._sessions.session() as conn, conn.transaction():
+                messages += await self._dequeue_executes(conn, self._anycast)
+                messages += await self._dequeue_executes(conn, self._unicast)
+                messages += await self._dequeue_unblocks(conn, self._unicast)
+            for message in messages:
+                self._deliver(message)
         except Exception as exc:
             self._failing("pump", exc)
         else:

@@ -5,26 +5,24 @@ A run is a root promise (its id is its own ``resonate:origin``). Listing them ta
 does not have, and resonate-pg answers 501. So each backend gets an index of its own,
 all behind one small seam, :class:`RunIndex`: a page of root promise ids, newest
 first, and an opaque cursor for the next page. Reading each run stays the SDK's
-(``app.runs.read_run``), so a listed run reads the same as ``GET /runs/{id}``.
+(``app.services.run_status.read_run``), so a listed run reads the same as ``GET /runs/{id}``.
 
-- :class:`InProcessRunIndex` reads the in-process server's table (it dies with it).
+- :class:`InProcessRunIndex` reads the in-process server's table (it dies with it), and
+  purges it (:meth:`~app.durable.in_process.InProcessServer.purge_runs`).
 - :class:`PostgresRunIndex` asks resonate-pg's ``resonate.promises`` table with SQL,
-  keyset-paged by ``(created_at, id)``: the one place DARA reads that schema itself.
+  keyset-paged by ``(created_at, id)``, over the backend's own connection pool.
 - :class:`SearchRunIndex` pages through ``promise.search`` (the Resonate server).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from typing import Any, Protocol
 
-from resonate.connections import LocalConnection
 from resonate.error import ServerError
 from resonate.resonate import Resonate
 
-#: Seconds a listing waits for a Postgres connection: an outage answers 503, not a hang.
-POSTGRES_TIMEOUT = 2.0
+from app.durable.in_process import InProcessServer
+from app.durable.resonate_format import SCOPE, is_root_id
 
 
 class BadCursor(ValueError):
@@ -47,14 +45,14 @@ class RunIndex(Protocol):
 
 
 class InProcessRunIndex:
-    def __init__(self, server: LocalConnection) -> None:
+    def __init__(self, server: InProcessServer) -> None:
         self._server = server
 
     async def page(self, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
         if cursor is not None and not cursor.isdigit():
             raise BadCursor(cursor)
         roots = sorted(
-            (p for p in self._server.state.promises.values() if ":" not in p.id),
+            (p for p in self._server.stored_promises() if is_root_id(p.id)),
             key=lambda p: (p.created_at, p.id),
             reverse=True,
         )
@@ -63,14 +61,16 @@ class InProcessRunIndex:
         return [p.id for p in roots[start:end]], str(end) if end < len(roots) else None
 
     async def purge(self, settled_before_ms: int) -> int:
-        return 0  # it keeps nothing past the process anyway
+        # Nothing survives the process, but a long-lived one would keep every run it ran.
+        return self._server.purge_runs(settled_before_ms)
 
     async def close(self) -> None:
         return None
 
 
 class PostgresRunIndex:
-    """Root promises from resonate-pg's table; a connection per page, opened on demand."""
+    """Root promises from resonate-pg's table, on the backend's own pool (``PoolSessions``:
+    bounded, and failing fast while the database is down, so a listing then is a quick 503)."""
 
     _QUERY = (
         "SELECT id, created_at FROM resonate.promises "
@@ -88,31 +88,25 @@ class PostgresRunIndex:
         "DELETE FROM resonate.promises WHERE origin_id IN (SELECT id FROM old) RETURNING (id = origin_id)"
     )
 
-    def __init__(self, dsn: str, password: Callable[[], str] | None = None) -> None:
-        self._dsn = dsn
-        self._password = password
-
-    async def _connect(self) -> Any:
-        import psycopg
-
-        login = {"password": await asyncio.to_thread(self._password)} if self._password else {}
-        return await psycopg.AsyncConnection.connect(
-            self._dsn, connect_timeout=max(1, round(POSTGRES_TIMEOUT)), autocommit=True, **login
-        )
+    def __init__(self, sessions: Any) -> None:
+        #: resonate-pg's ``PgSessions``: ``session()`` lends a connection, in a transaction.
+        self._sessions = sessions
 
     async def purge(self, settled_before_ms: int) -> int:
         runs = 0
-        async with await self._connect() as conn:
-            while deleted := await (await conn.execute(self._PURGE, {"before": settled_before_ms})).fetchall():
-                runs += sum(1 for (root,) in deleted if root)
-        return runs
+        while True:  # a transaction per batch: locks are held for one batch only
+            async with self._sessions.session() as conn:
+                deleted = await (await conn.execute(self._PURGE, {"before": settled_before_ms})).fetchall()
+            if not deleted:
+                return runs
+            runs += sum(1 for (root,) in deleted if root)
 
     async def page(self, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
         import psycopg  # resonate-pg's driver: present wherever that backend is
 
         after, after_id = self._parse(cursor)
         try:
-            async with await self._connect() as conn:
+            async with self._sessions.session() as conn:
                 rows = await (
                     await conn.execute(self._QUERY, {"after": after, "after_id": after_id, "limit": limit + 1})
                 ).fetchall()
@@ -144,8 +138,8 @@ class SearchRunIndex:
         self._resonate = resonate
 
     async def page(self, cursor: str | None, limit: int) -> tuple[list[str], str | None]:
-        found = await self._resonate.promises.search(None, {"resonate:scope": "global"}, limit, cursor)
-        return [p.id for p in found.promises if ":" not in p.id], found.cursor
+        found = await self._resonate.promises.search(None, {SCOPE: "global"}, limit, cursor)
+        return [p.id for p in found.promises if is_root_id(p.id)], found.cursor
 
     async def purge(self, settled_before_ms: int) -> int:
         return 0  # the Resonate server keeps its own records; see its retention settings
