@@ -10,12 +10,34 @@ waiting on, so the pipeline fails with a clear message instead of hanging.
   starts one per wait. DARA's in-process server times waits out itself
   (app.durable.in_process), and so does the Resonate server v0.9.8: every second it
   times out every pending promise past its timeout, with or without a target.
-* :func:`watch_run` notices a Databricks run that ended without calling back (cluster
-  lost, notebook killed, failure before the callback cell). It checks the run with
-  backoff; once the run is over and a grace period for an in-flight callback has
-  passed, it rejects the promise with the run's state message. Each check schedules
-  the next as a fresh detached call, so a long wait never builds a long history to
-  replay.
+* :func:`watch_run` watches a Databricks run from its start to its end, for three things:
+
+  - **A run that ended without calling back** (cluster lost, notebook killed, failure
+    before the callback cell). Once a grace period for an in-flight callback has
+    passed, the wait is rejected with the run's state message -- or, if the run ended
+    SUCCESS with a ``dbutils.notebook.exit`` value, resolved with that value
+    (app.exit_values), so notebooks that cannot reach DARA still work. A run that ended
+    FAILED or TIMEDOUT is given ``DARA_REPAIR_WINDOW`` first (:func:`repairable_until`):
+    a repair (app.services.repairing) makes it run again, and the watcher goes on waiting.
+  - **A run DARA no longer waits for.** When the wait ended any way but resolved (it
+    timed out, was cancelled, was abandoned by a failing pipeline, or this watcher
+    rejected it), when the run itself ended not resolved, or when the run's deadline
+    is about to end everything while the wait is pending, a Databricks run that still
+    runs is cancelled (``steps.jobs.cancel_run``, a durable step: a crash before it
+    is recorded runs it again on the worker that takes over).
+  - **How the Databricks run ended** (SUCCESS, FAILED, CANCELED, ...), recorded as the
+    result of the run's watcher, which ``GET /runs/{id}`` shows on the Databricks run.
+
+  Its looks cost Databricks almost nothing: a run is looked up in one listing of the
+  workspace's active runs per ``DARA_WATCH_INTERVAL``, shared by every watcher of the
+  process (app.active_runs), and only a run missing from it is read on its own. The
+  watcher looks once per interval, so a run that dies is noticed within two
+  intervals (the listing's age, then the look) plus the grace period.
+
+  The watcher the pipeline starts holds the record: it creates a promise, starts the
+  first look and waits for the last look to settle that promise with how the run
+  ended. Each look schedules the next as a fresh detached call, so a long wait never
+  builds a long history to replay.
 
 The first write wins on a promise, so a callback that arrives after a watcher gave up
 finds the promise settled and is answered 409 (app.routers.callbacks).
@@ -24,7 +46,9 @@ finds the promise settled and is answered 409 (app.routers.callbacks).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Generator
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -32,19 +56,40 @@ from databricks.sdk import WorkspaceClient
 from databricks.sdk.service import jobs
 from databricks.sdk.service.jobs import RunLifeCycleState
 from resonate.resonate import Resonate
+from resonate.timing import now_ms
 from resonate.types import Value
 
-from app.durable.context import EXPIRE, WATCH, Context
+from app.active_runs import ActiveRuns
+from app.durable.context import Context
 from app.durable.errors import StepError, WaitTimedOut
-from app.durable.pipeline import drive
-from steps.jobs import JobRun
+from app.durable.pipeline import PipelineFunction
+from app.durable.resonate_format import rejection
+from app.durable.step import StepInfo
+from app.exit_values import read_exit_values
+from app.services.run_status import links_host, run_link
+from app.settings import Settings
+from steps.jobs import REPAIRABLE_RESULTS, JobRun, cancel_run
+from steps.run_errors import failed_task_errors
 
-#: Seconds between checks of a Databricks run: quick at first, then every 30 s.
-BACKOFF = (2, 4, 8, 15, 30)
+logger = logging.getLogger(__name__)
+
+#: The names the watchers are registered under (app.wiring), and that each schedules its next look by.
+EXPIRE = "dara.expire_promise"
+WATCH = "dara.watch_run"
+
 #: How long a notebook's callback may still be in flight after its run ended.
 GRACE_SECONDS = 5
+#: How long before the run's deadline a Databricks run it still waits for is cancelled:
+#: at the deadline the watcher ends with the run, so it must act before.
+DEADLINE_MARGIN_SECONDS = 30.0
+#: The record promise's timeout; the SDK bounds it by the watcher's, the run's deadline.
+_RECORD_TIMEOUT = timedelta(days=366)
 
-Verdict = Literal["waiting", "ended", "settled", "rejected"]
+#: What a look found: the wait still ``waiting`` on a running run; the run ``ended``
+#: with the wait pending (a final look follows the grace period); the wait
+#: ``rejected`` by this look, or already ``settled`` (by anyone); Databricks or
+#: Resonate ``unreachable``; or the run's ``deadline`` upon a pending wait.
+Verdict = Literal["waiting", "ended", "settled", "rejected", "unreachable", "deadline"]
 _ENDED = {RunLifeCycleState.TERMINATED, RunLifeCycleState.INTERNAL_ERROR, RunLifeCycleState.SKIPPED}
 
 
@@ -57,7 +102,7 @@ async def expire(resonate: Resonate, promise_id: str, timeout: float) -> str:
     if record.state != "pending":
         return record.state
     message = str(WaitTimedOut(promise_id, record.created_at + round(timeout * 1000)))
-    settled = await resonate.promises.reject(promise_id, Value(data={"__type": "error", "message": message}))
+    settled = await resonate.promises.reject(promise_id, rejection(message))
     return settled.state
 
 
@@ -71,6 +116,130 @@ def expire_promise(ctx: Context, promise_id: str, timeout: float) -> Generator[A
 # -- Databricks runs ------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Look:
+    """What one look at a watched run found, and what its watcher does next."""
+
+    verdict: Verdict
+    #: Seconds until the next look.
+    seconds: float = 0.0
+    #: Cancel the Databricks run: it still runs, and nobody waits for it any more.
+    cancel: bool = False
+    #: How the Databricks run ended (``SUCCESS``, ``FAILED``, ``CANCELED``, ...), once it
+    #: did and the wait is settled: the watch is over.
+    state: str | None = None
+    #: The wait's state once it is settled (``resolved``, ``rejected_timedout``, ...).
+    wait: str | None = None
+
+
+async def look_at_run(
+    resonate: Resonate,
+    w: WorkspaceClient,
+    active: ActiveRuns,
+    settings: Settings,
+    info: StepInfo,
+    run: JobRun,
+    promise_id: str,
+    check: int,
+    settle: bool = False,
+    final: bool = False,
+    cancelled: bool = False,
+) -> Look:
+    """One look at the wait and the Databricks run (the watcher's step).
+
+    Never raises: a look that cannot be made (Databricks or Resonate unreachable) is
+    made again an interval later. Not forever -- the wait's own deadline settles it.
+    """
+    try:
+        return await _look(resonate, w, active, settings, info, run, promise_id, check, settle, final, cancelled)
+    except Exception as exc:  # noqa: BLE001 -- see the docstring
+        logger.warning(
+            "could not look at Databricks run %s (next look in %.0f s): %s", run.run_id, active.interval, exc
+        )
+        return Look("unreachable", seconds=_pace(active.interval, _seconds_left(info)))
+
+
+async def _look(
+    resonate: Resonate,
+    w: WorkspaceClient,
+    active: ActiveRuns,
+    settings: Settings,
+    info: StepInfo,
+    run: JobRun,
+    promise_id: str,
+    check: int,
+    settle: bool,
+    final: bool,
+    cancelled: bool,
+) -> Look:
+    left = _seconds_left(info)
+    pace = _pace(active.interval, left)
+    near_deadline = left <= DEADLINE_MARGIN_SECONDS and await _deadline_near(resonate, info.run_id)
+    if check <= 1 and not final and not near_deadline:
+        # The first look comes as the run starts, before any listing could show it:
+        # reading it on its own would cost a call per run started. Wait an interval.
+        return Look("waiting", seconds=pace)
+    if cancelled:
+        # Only a deadline cancels a run whose wait is pending: let the wait time out with
+        # the run, rather than fail it as a run that ended without calling back.
+        verdict: Verdict = "deadline"
+    else:
+        verdict = await check_run(resonate, w, run, promise_id, final, settle, active=active, settings=settings)
+    if verdict == "ended" or (verdict == "waiting" and not near_deadline):
+        return Look(verdict, seconds=pace)
+    if verdict == "waiting":
+        verdict = "deadline"  # the wait will time out with the run: what it waits for is moot
+    # Nobody waits for the run any more (or soon will not): see it end, cancelling it
+    # unless the wait was resolved and the run it belongs to has not failed.
+    wait = await resonate.promises.get(promise_id)
+    root = await resonate.promises.get(info.run_id)
+    give_up = verdict == "deadline" or wait.state != "resolved" or root.state not in ("pending", "resolved")
+    state = await _final_state(w, active, run, trust_listing=not cancelled)
+    if state is None:
+        return Look(verdict, seconds=pace, cancel=give_up and not cancelled)
+    return Look(verdict, state=state, wait=wait.state)
+
+
+async def _deadline_near(resonate: Resonate, run_id: str) -> bool:
+    """Whether the run's own deadline is within the margin. A step's deadline, which the
+    watcher's is read from, is the run's only within a day of it: the SDK gives every
+    promise a day at most, and a watcher cut short so must not cancel what still runs."""
+    root = await resonate.promises.get(run_id)
+    return root.timeout_at - now_ms() <= DEADLINE_MARGIN_SECONDS * 1000
+
+
+async def _final_state(w: WorkspaceClient, active: ActiveRuns, run: JobRun, *, trust_listing: bool) -> str | None:
+    """How the run ended, or None while it runs. After a cancel, the listing (up to an
+    interval old) would still show the run: it is read on its own then."""
+    if trust_listing and await active.is_active(run.run_id):
+        return None
+    details = await asyncio.to_thread(w.jobs.get_run, run.run_id)
+    if details.state is None or details.state.life_cycle_state not in _ENDED:
+        active.saw_active(run.run_id)
+        return None
+    return _outcome(details.state)
+
+
+def _seconds_left(info: StepInfo) -> float:
+    return (info.deadline_ms - now_ms()) / 1000
+
+
+def _pace(interval: float, left: float) -> float:
+    """Seconds to the next look: an interval, but one look falls just inside the
+    deadline margin, so that a run still going then is cancelled in time."""
+    if left > DEADLINE_MARGIN_SECONDS:
+        seconds = min(interval, left - DEADLINE_MARGIN_SECONDS)
+    else:
+        seconds = min(interval, left / 2)
+    return max(seconds, min(interval, 1.0))
+
+
+async def report_end(resonate: Resonate, promise_id: str, ended: dict[str, Any]) -> None:
+    """Settle the record promise of the run's watcher with how the run ended."""
+    if (await resonate.promises.get(promise_id)).state == "pending":
+        await resonate.promises.resolve(promise_id, Value(data=ended))
+
+
 async def check_run(
     resonate: Resonate,
     w: WorkspaceClient,
@@ -78,19 +247,29 @@ async def check_run(
     promise_id: str,
     final: bool,
     settle: bool = False,
+    *,
+    active: ActiveRuns,
+    settings: Settings,
 ) -> Verdict:
     """Look at the promise and the run; on the ``final`` look, settle it if the run ended.
 
-    A run that ended without calling back rejects the promise -- unless ``settle``
+    A run that ended without calling back rejects the promise -- unless it ended
+    SUCCESS with a ``dbutils.notebook.exit`` value, which resolves it, or ``settle``
     says nobody was going to call back (a job of plain notebooks), in which case a
-    successful run resolves it with the per-task results.
+    successful run resolves it with the per-task results. A run still in the listing
+    of active runs is not read at all.
     """
     if (await resonate.promises.get(promise_id)).state != "pending":
         return "settled"
+    if await active.is_active(run.run_id):
+        return "waiting"
     details = await asyncio.to_thread(w.jobs.get_run, run.run_id)
     state = details.state
     if state is None or state.life_cycle_state not in _ENDED:
+        active.saw_active(run.run_id)  # started after the listing: not read again until the next
         return "waiting"
+    if repairable_until(details, settings) > now_ms():
+        return "waiting"  # POST /runs/{id}/repair may still rerun its failed tasks
     if not final:
         return "ended"
     outcome = state.result_state.value if state.result_state else state.life_cycle_state.value
@@ -98,16 +277,52 @@ async def check_run(
     if settle and outcome == "SUCCESS":
         await resonate.promises.resolve(promise_id, Value(data=report))
         return "settled"
+    if outcome == "SUCCESS":
+        exits = await asyncio.to_thread(
+            read_exit_values, w, details, max_bytes=settings.max_value_bytes, max_depth=settings.max_json_depth
+        )
+        if exits.problem is not None:
+            message = f"Databricks run {run.run_id} ended SUCCESS, but {exits.problem}; see {_link(run, settings)}"
+            settled = await resonate.promises.reject(promise_id, rejection(message))
+            return "rejected" if settled.state == "rejected" else "settled"
+        if exits.found:
+            await resonate.promises.resolve(promise_id, Value(data=exits.value))
+            return "settled"
+    errors = await asyncio.to_thread(failed_task_errors, w, details)  # what the notebooks raised
     failed = "; ".join(
-        f"task {t['task']} {t['result']} ({t['message']})" for t in report["tasks"] if t["result"] != "SUCCESS"
+        f"task {t['task']} {t['result']} ({t['message']})" + (f": {errors[t['task']]}" if t["task"] in errors else "")
+        for t in report["tasks"]
+        if t["result"] != "SUCCESS"
     )
     message = (
         f"Databricks run {run.run_id} ended {outcome}"
         f"{'' if settle else ' without calling back'}"
-        f" ({failed or state.state_message or 'no state message'}); see {run.url}"
+        f" ({failed or state.state_message or 'no state message'}); see {_link(run, settings)}"
     )
-    settled = await resonate.promises.reject(promise_id, Value(data={"__type": "error", "message": message}))
+    settled = await resonate.promises.reject(promise_id, rejection(message))
     return "rejected" if settled.state == "rejected" else "settled"
+
+
+def repairable_until(run: jobs.Run, settings: Settings) -> int:
+    """Until when (epoch ms) the wait of a run that ended failed is held open for a repair
+    (``DARA_REPAIR_WINDOW`` after it ended), or 0 if it is not.
+
+    Dated by Databricks' end time, not by when a watcher first saw the end, so every look
+    -- on any worker, after any restart -- agrees without the watcher carrying state, and
+    a repaired run that fails again gets a window of its own.
+    """
+    window = round(settings.repair_window.total_seconds() * 1000)
+    state = run.state
+    if window <= 0 or state is None or state.result_state not in REPAIRABLE_RESULTS or not run.end_time:
+        return 0
+    return run.end_time + window
+
+
+def _link(run: JobRun, settings: Settings) -> str:
+    """The run's link as ``GET /runs/{id}`` shows it (DARA's own page, on the embedded workspace)."""
+    if settings.uses_embedded_workspace:
+        return run_link(links_host(settings, None), run.job_id, run.run_id) or run.url
+    return run.url
 
 
 def run_report(run: jobs.Run) -> dict[str, Any]:
@@ -133,30 +348,45 @@ def _outcome(state: jobs.RunState | None) -> str:
 
 
 def watch_run(
-    ctx: Context, run: JobRun, promise_id: str, check: int = 0, settle: bool = False
-) -> Generator[Any, Any, Verdict]:
-    try:
-        verdict: Verdict = yield ctx.run(check_run, run, promise_id, final=False, settle=settle)
-        if verdict == "ended":
-            if not settle:  # a callback may still be on its way
-                yield ctx.sleep(timedelta(seconds=GRACE_SECONDS))
-            verdict = yield ctx.run(check_run, run, promise_id, final=True, settle=settle)
-    except StepError:
-        # Databricks (or Resonate) unreachable past the step's retries: look again
-        # later. Not forever -- the wait's own deadline settles the promise.
-        verdict = "waiting"
-    if verdict == "waiting":
-        yield ctx.sleep(timedelta(seconds=BACKOFF[min(check, len(BACKOFF) - 1)]))
-        yield ctx.detach(WATCH, run, promise_id, check + 1, settle)
-    return verdict
+    ctx: Context,
+    run: JobRun,
+    promise_id: str,
+    check: int = 0,
+    settle: bool = False,
+    record_to: str | None = None,
+    cancelled: bool = False,
+) -> Generator[Any, Any, Any]:
+    """Watch ``run`` for the wait ``promise_id`` (see the module's docstring).
+
+    Started by ``ctx.watch`` as ``check`` 0: that call holds the record and returns how
+    the Databricks run ended. Every later ``check`` is one look, which schedules the
+    next and returns its verdict -- or, on the last, settles ``record_to``.
+    """
+    if check == 0 and record_to is None:
+        ended = ctx.promise(_RECORD_TIMEOUT)
+        record_to = yield ended.id()
+        yield ctx.detach(WATCH, run, promise_id, 1, settle, record_to, False)
+        return (yield ended)
+    look: Look = yield ctx.run(look_at_run, run, promise_id, check, settle=settle, cancelled=cancelled)
+    if look.verdict == "ended":
+        if not settle:  # a callback may still be on its way
+            yield ctx.sleep(timedelta(seconds=GRACE_SECONDS))
+        look = yield ctx.run(look_at_run, run, promise_id, check, settle=settle, final=True, cancelled=cancelled)
+    if look.cancel:
+        try:
+            yield ctx.run(cancel_run, run.run_id)
+            cancelled = True
+        except StepError:
+            pass  # Databricks refused or is unreachable past the step's retries: the next look asks again
+    if look.state is not None:
+        ended_as = {"run_id": run.run_id, "state": look.state, "wait": look.wait, "cancelled": cancelled}
+        if record_to is not None:
+            yield ctx.run(report_end, record_to, ended_as)
+        return ended_as
+    yield ctx.sleep(timedelta(seconds=look.seconds))
+    yield ctx.detach(WATCH, run, promise_id, check + 1, settle, record_to, cancelled)
+    return look.verdict
 
 
-#: The watchers, by the name they are registered under.
-WATCHERS = {EXPIRE: expire_promise, WATCH: watch_run}
-
-
-def register_watchers(resonate: Resonate) -> None:
-    """Register the watchers; every worker that runs pipelines needs them."""
-    for name, watcher in WATCHERS.items():
-        resonate.register(drive(watcher), name=name)
-    resonate.with_dependency(resonate)
+#: The watchers, by the name they are registered under (app.wiring).
+WATCHERS: dict[str, PipelineFunction] = {EXPIRE: expire_promise, WATCH: watch_run}

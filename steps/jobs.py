@@ -10,8 +10,8 @@ from databricks.sdk.errors import NotFound
 from databricks.sdk.service import jobs
 from databricks.sdk.service.compute import ClusterSpec
 
-from app.callbacks import CallbackSigner
-from app.durable import StepInfo
+from steps.injected import CallbackIssuer, StepIdentity
+from steps.retryable import DATABRICKS, retried
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def resolve_job_id(w: WorkspaceClient, job: str | int) -> int:
 MANAGED_TAG, MANAGED_VALUE = "dara_managed", "true"
 
 
-class JobNotManaged(Exception):  # noqa: N818 -- reads as what it says: the job is not managed
+class JobNotManaged(Exception):  # reads as what it says: the job is not managed
     """A job of that name exists, but DARA did not create it: DARA leaves it alone."""
 
     def __init__(self, job_id: int, name: str) -> None:
@@ -79,6 +79,7 @@ def check_managed(w: WorkspaceClient, name: str) -> int | None:
     return job_id
 
 
+@retried(DATABRICKS)
 def upsert_job(w: WorkspaceClient, settings: jobs.JobSettings, adopt: bool = False) -> int:
     """Create the job named ``settings.name``, or reset it in place if it differs.
 
@@ -89,9 +90,10 @@ def upsert_job(w: WorkspaceClient, settings: jobs.JobSettings, adopt: bool = Fal
     Idempotent: a job whose settings already match is left untouched.
     """
     assert settings.name, "a job upserted by name needs a name"
+    name = settings.name
     settings = jobs.JobSettings.from_dict(settings.as_dict())  # a copy: the caller's stays as it was
     settings.tags = {**(settings.tags or {}), MANAGED_TAG: MANAGED_VALUE}
-    job_id = find_job_id(w, settings.name)
+    job_id = find_job_id(w, name)
     if job_id is None:
         # Only the fields as_dict() keeps: JobSettings.from_dict fills absent lists with []
         # and the API refuses fields it does not support even when they are empty.
@@ -99,7 +101,7 @@ def upsert_job(w: WorkspaceClient, settings: jobs.JobSettings, adopt: bool = Fal
         return w.jobs.create(**fields).job_id  # type: ignore[return-value]
     current = w.jobs.get(job_id).settings
     if not is_managed(current) and not adopt:
-        raise JobNotManaged(job_id, settings.name)
+        raise JobNotManaged(job_id, name)
     assert current is not None
     if not _contains(current.as_dict(), settings.as_dict()):
         w.jobs.reset(job_id, settings)
@@ -109,9 +111,7 @@ def upsert_job(w: WorkspaceClient, settings: jobs.JobSettings, adopt: bool = Fal
 def _contains(actual: object, wanted: object) -> bool:
     """Whether ``actual`` already holds everything in ``wanted`` (the API adds defaults)."""
     if isinstance(wanted, dict):
-        return isinstance(actual, dict) and all(
-            _contains(actual.get(key), value) for key, value in wanted.items()
-        )
+        return isinstance(actual, dict) and all(_contains(actual.get(key), value) for key, value in wanted.items())
     if isinstance(wanted, list):
         return (
             isinstance(actual, list)
@@ -125,10 +125,11 @@ def run_url(w: WorkspaceClient, job_id: int, run_id: int) -> str:
     return f"{w.config.host.rstrip('/')}/jobs/{job_id}/runs/{run_id}"
 
 
+@retried(DATABRICKS)
 def run_job(
     w: WorkspaceClient,
-    signer: CallbackSigner,
-    info: StepInfo,
+    callbacks: CallbackIssuer,
+    info: StepIdentity,
     job: str | int,
     params: dict[str, str],
     callback_to: str | None = None,
@@ -146,7 +147,7 @@ def run_job(
     job_id = resolve_job_id(w, job)
     notebook_params = dict(params)
     if callback_to is not None:
-        notebook_params |= signer.callback(callback_to, info.incarnation, callback_url).widgets()
+        notebook_params |= callbacks.callback(callback_to, info.incarnation, callback_url).widgets()
     started = w.jobs.run_now(
         job_id=job_id,
         # None rather than {}: overriding parameters is refused for multi-task jobs
@@ -158,10 +159,11 @@ def run_job(
     return JobRun(job_id=job_id, run_id=run_id, url=run_url(w, job_id, run_id))
 
 
+@retried(DATABRICKS)
 def submit_notebook(
     w: WorkspaceClient,
-    signer: CallbackSigner,
-    info: StepInfo,
+    callbacks: CallbackIssuer,
+    info: StepIdentity,
     notebook_path: str,
     params: dict[str, str],
     *,
@@ -187,7 +189,7 @@ def submit_notebook(
         raise ValueError(msg)
     base_parameters = dict(params)
     if callback_to is not None:
-        base_parameters |= signer.callback(callback_to, info.incarnation, callback_url).widgets()
+        base_parameters |= callbacks.callback(callback_to, info.incarnation, callback_url).widgets()
     task = jobs.SubmitTask(
         task_key="notebook",
         notebook_task=jobs.NotebookTask(
@@ -203,7 +205,8 @@ def submit_notebook(
         timeout_seconds=timeout_seconds,
         idempotency_token=info.idempotency_token,
     )
-    run_id = submitted.response.run_id
+    # databricks-sdk annotates Wait.response with the builtin any(), not typing.Any.
+    run_id = submitted.response.run_id  # type: ignore[attr-defined]
     assert run_id is not None
     # A one-time run still belongs to a (hidden) job; its id is only in runs/get.
     job_id = w.jobs.get_run(run_id).job_id
@@ -211,6 +214,7 @@ def submit_notebook(
     return JobRun(job_id=job_id, run_id=run_id, url=run_url(w, job_id, run_id))
 
 
+@retried(DATABRICKS)
 def cancel_run(w: WorkspaceClient, run_id: int) -> int:
     """Ask Databricks to cancel a run (it ends CANCELED shortly after); returns the id.
 
@@ -218,3 +222,50 @@ def cancel_run(w: WorkspaceClient, run_id: int) -> int:
     """
     w.jobs.cancel_run(run_id)
     return run_id
+
+
+class NotRepairable(Exception):  # reads as what it says
+    """The Databricks run cannot be repaired now: it still runs, or it did not fail."""
+
+
+#: How a run ends that ``jobs/runs/repair`` reruns the failed tasks of.
+REPAIRABLE_RESULTS = {jobs.RunResultState.FAILED, jobs.RunResultState.TIMEDOUT}
+
+
+@retried(DATABRICKS)
+def repair_run(w: WorkspaceClient, run_id: int) -> int:
+    """Rerun only the failed tasks of a run that ended failed, as part of the same run;
+    returns the repair's id.
+
+    No parameters are passed, so Databricks reruns each task with the ones the run was
+    started with -- a notebook's callback widgets among them, so the rerun calls back to
+    the same wait. ``latest_repair_id`` is the run's last repair (from its
+    ``repair_history``), which Databricks requires from the second repair on and checks,
+    so two repairs racing cannot both go through.
+
+    A run still running -- a repair already under way among them, e.g. when this step is
+    run again after a crash -- is refused with :class:`NotRepairable`, as is one that
+    did not fail: there is nothing to rerun.
+    """
+    run = w.jobs.get_run(run_id, include_history=True)
+    latest = _latest_repair_id(run)
+    page = run
+    while page.next_page_token:  # repair_history comes 100 items a page
+        page = w.jobs.get_run(run_id, include_history=True, page_token=page.next_page_token)
+        latest = _latest_repair_id(page) or latest
+    state = run.state
+    if state is None or state.result_state is None:
+        life = state.life_cycle_state.value if state and state.life_cycle_state else "UNKNOWN"
+        msg = f"Databricks run {run_id} is {life}: only a run that ended can be repaired"
+        raise NotRepairable(msg)
+    if state.result_state not in REPAIRABLE_RESULTS:
+        msg = f"Databricks run {run_id} ended {state.result_state.value}: it has no failed tasks to rerun"
+        raise NotRepairable(msg)
+    repair = w.jobs.repair_run(run_id, rerun_all_failed_tasks=True, latest_repair_id=latest).response
+    assert repair is not None and repair.repair_id is not None, f"runs/repair of run {run_id} gave no repair_id"
+    return repair.repair_id
+
+
+def _latest_repair_id(run: jobs.Run) -> int | None:
+    ids = [item.id for item in run.repair_history or [] if item.type == jobs.RepairHistoryItemType.REPAIR and item.id]
+    return ids[-1] if ids else None

@@ -15,8 +15,8 @@ Task leases are shortened to :data:`LEASE` (``DARA_LEASE``) so a takeover takes 
 rather than the default minute. The kill is simulated in the test's process, the same
 way on both backends: the worker's connection goes deaf and mute at once (and, on
 Postgres, closes its database connections), so its lease lapses -- which is all a
-backend can see of a SIGKILL. On Postgres a real worker process is SIGKILLed mid-step
-too (:mod:`tests.sigkill_worker`); ``scripts/chaos.py`` does it at every point.
+backend can see of a SIGKILL. On Postgres real worker processes are SIGKILLed at each of
+these points too (``tests/test_postgres_sigkill.py``), and mid-step below.
 
 Restart of the in-process default: what is lost is reported as lost.
 
@@ -58,9 +58,10 @@ import app.workspace.client
 import pipelines.notebook_job
 from app.durable import Context, pipeline
 from app.main import create_app
-from app.runs import RunView, read_run
 from app.runtime import Runtime
+from app.services.run_status import RunView, read_run
 from app.settings import PROJECT_ROOT, Settings
+from app.wiring import notify_config
 from app.workspace.deploy import deploy_demo
 from app.workspace.embedded import LOCAL_TOKEN, EmbeddedWorkspace
 from steps.notify import notify as real_notify
@@ -76,9 +77,10 @@ from tests.databricks_double import (
     unavailable,
 )
 from tests.harness import Service, make_settings, running_service, sign
+from tests.pipelines_for_tests import WITH_TEST_PIPELINES
 from tests.postgres import BACKENDS, KillableNetwork, backend_settings
-from tests.sigkill_worker import BLOCK, blocks_in_a_step  # noqa: F401 -- registers the pipeline
 from tests.shared_server import SharedServer, WorkerConnection
+from tests.sigkill_worker import BLOCK, WORKER_PIPELINES
 
 #: Task lease of the test workers: how long a dead worker's task stays out of reach.
 LEASE = timedelta(seconds=2)
@@ -217,10 +219,13 @@ def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 @asynccontextmanager
 async def cluster(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: dict[str, Any] | None = None
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    backend: dict[str, Any] | None = None,
+    pipelines: tuple[Any, ...] = WITH_TEST_PIPELINES,
 ) -> AsyncIterator[Cluster]:
     """Two workers on one in-process server (or, with ``backend``'s ``postgres_dsn``, one
-    database) and one embedded workspace, a front door."""
+    database) and one embedded workspace, a front door; the workers run ``pipelines``."""
     monkeypatch.setenv("DATABRICKS_TOKEN", LOCAL_TOKEN)  # the workers find the workspace by unified auth
     backend = backend or {}
     workspace = await asyncio.to_thread(EmbeddedWorkspace(tmp_path / "workspace").start)
@@ -248,7 +253,7 @@ async def cluster(
                 conn = KillableConnection(shared.server, name)
             else:
                 conn = KillableNetwork(app.runtime.resonate_network(settings, name))
-            workers[name] = Worker(name, conn, await Runtime.start(settings, network=conn))
+            workers[name] = Worker(name, conn, await Runtime.start(settings, network=conn, pipelines=pipelines))
         front = FrontDoor(create_app(workers["first"].runtime.settings), url, listener)
         front.app.state.runtime = workers["first"].runtime
         yield Cluster(workspace, job_id, shared, workers, front)
@@ -292,7 +297,7 @@ def hold_notify(cluster: Cluster, point: KillPoint) -> Callable[..., bool]:
 
     def notify(settings: Settings, message: str, details: dict[str, Any] | None = None) -> bool:
         point.stop_here(owner[id(settings)])
-        return real_notify(settings, message, details)
+        return real_notify(notify_config(settings), message, details)
 
     return notify
 
@@ -378,7 +383,9 @@ async def test_a_worker_killed_at_each_point_of_the_loop_is_taken_over(
     assert result == {"greeting": "hello faults", "sum_of_squares": 14}
     assert run is not None and run.status == "done", run
     callback = run.steps[0]
-    assert (callback.kind, callback.state, callback.result) == ("callback", "resolved", result)
+    # The notebook's value is the run's result, shown there once (the step says so).
+    assert (callback.kind, callback.state, callback.result_is_run_result) == ("callback", "resolved", True)
+    assert run.result == result
     [recorded] = run.databricks_runs
     assert databricks_runs == [recorded.run_id]  # Databricks started exactly one run
     answered = [run_id for w in c.workers.values() for run_id in w.started]
@@ -403,7 +410,8 @@ def test_a_worker_process_killed_mid_step_is_taken_over_on_postgres(
     this: the in-process server dies with its process."""
     marker = tmp_path / "step-pids"
     settings = make_settings(tmp_path / "survivor", postgres_dsn=postgres_dsn, lease=LEASE, deploy_on_start=False)
-    with running_service(settings) as survivor:  # runs the embedded workspace; the victim uses it
+    # The survivor runs the embedded workspace, which the victim uses, and the victim's pipelines.
+    with running_service(settings, pipelines=WORKER_PIPELINES) as survivor:
         assert survivor.runtime.embedded is not None
         port = _free_listener()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DARA_", "DATABRICKS_", "RESONATE_"))}
@@ -516,8 +524,11 @@ def test_a_step_longer_than_the_lease_runs_once_on_the_in_process_default(
     the lease is shortened to 2 s so a 4 s step shows it."""
     monkeypatch.setattr(app.runtime, "Resonate", functools.partial(Resonate, ttl=LEASE))
     LONG_STEP_CALLS.clear()
-    with running_service(make_settings(tmp_path, deploy_on_start=False)) as service:
-        started = service.http.post("/runs", json={"pipeline": "runs_a_long_step", "id": "long", "params": {"seconds": 4}})
+    settings = make_settings(tmp_path, deploy_on_start=False)
+    with running_service(settings, pipelines=(*WITH_TEST_PIPELINES, runs_a_long_step)) as service:
+        started = service.http.post(
+            "/runs", json={"pipeline": "runs_a_long_step", "id": "long", "params": {"seconds": 4}}
+        )
         assert started.status_code == 201, started.text
         deadline = time.monotonic() + 15
         while len(LONG_STEP_CALLS) < 2 and time.monotonic() < deadline:
@@ -533,14 +544,15 @@ def test_a_step_longer_than_the_lease_runs_once_on_the_in_process_default(
 
 RUN_NOW = "/api/2.2/jobs/run-now"
 GET_RUN = "/api/2.2/jobs/runs/get"
+LIST_RUNS = "/api/2.2/jobs/runs/list"
 JOB_ID = 4242
 #: databricks-sdk's per-request timeout in these tests; a longer Delay is a read timeout.
 HTTP_TIMEOUT = 1
 
 
 class IdempotentJobs:
-    """run-now and runs/get as Databricks behaves: one run per idempotency token, and a
-    run that goes on running (the test plays the notebook)."""
+    """run-now, runs/get and runs/list as Databricks behaves: one run per idempotency
+    token, and a run that goes on running (the test plays the notebook)."""
 
     def __init__(self, double: DatabricksDouble) -> None:
         self.double = double
@@ -550,11 +562,12 @@ class IdempotentJobs:
         self.refusals: list[Response] = []
         #: The result runs/get reports once the run has ended ("FAILED", ...); None: running.
         self.ended: str | None = None
-        #: While set, runs/get answers 503: the jobs API is down.
+        #: While set, runs/get and runs/list answer 503: the jobs API is down.
         self.down = threading.Event()
         self.lock = threading.Lock()
         double.route("POST", RUN_NOW, self.run_now)
         double.route("GET", GET_RUN, self.get_run)
+        double.route("GET", LIST_RUNS, self.list_runs)
 
     def run_now(self, request: RecordedRequest) -> dict[str, Any] | Response:
         with self.lock:  # also reached after a Delay the client gave up on, as on Databricks
@@ -568,15 +581,37 @@ class IdempotentJobs:
         if self.down.is_set():
             return unavailable()
         run_id = int(request.query["run_id"][0])
+        ended = {"life_cycle_state": "TERMINATED", "result_state": self.ended, "state_message": "Workload failed"}
         run = recorded_run(
-            host=self.double.url, job_id=JOB_ID, run_id=run_id, run_name="dara-faults",
-            notebook_path="/Workspace/Shared/dara/faults", life_cycle_state="RUNNING",
+            host=self.double.url,
+            job_id=JOB_ID,
+            run_id=run_id,
+            run_name="dara-faults",
+            notebook_path="/Workspace/Shared/dara/faults",
+            **(ended if self.ended else {"life_cycle_state": "RUNNING"}),
         )
-        if self.ended is not None:
-            state = {"life_cycle_state": "TERMINATED", "result_state": self.ended, "state_message": "Workload failed"}
-            run["state"] = state
-            run["tasks"][0]["state"] = state
         return run | {"run_type": "JOB_RUN"}
+
+    def list_runs(self, request: RecordedRequest) -> dict[str, Any] | Response:
+        """The active runs, as the run watchers list them (app.active_runs): every run
+        started, until the runs have ended."""
+        if self.down.is_set():
+            return unavailable()
+        with self.lock:
+            ids = [] if self.ended else sorted(set(self.runs.values()), reverse=True)
+        listed = []
+        for run_id in ids:
+            run = recorded_run(
+                host=self.double.url,
+                job_id=JOB_ID,
+                run_id=run_id,
+                run_name="dara-faults",
+                notebook_path="/Workspace/Shared/dara/faults",
+                life_cycle_state="RUNNING",
+            )
+            del run["tasks"]  # runs/list leaves them out unless asked to expand them
+            listed.append(run | {"run_type": "JOB_RUN"})
+        return {"runs": listed, "has_more": False} if listed else {"has_more": False}
 
 
 @contextmanager
@@ -717,44 +752,52 @@ def test_a_refused_run_now_fails_at_once_with_a_hint(
 
     assert run["status"] == "failed"
     assert run["error"] == (
-        "run_job: InvalidParameterValue: Job 4242 does not take notebook_params "
-        "(hint: fix the parameter named above)"
+        "run_job: InvalidParameterValue: Job 4242 does not take notebook_params (hint: fix the parameter named above)"
     )
     assert len(double.requests_to("POST", RUN_NOW)) == 1
 
 
-def test_runs_get_faults_do_not_stop_the_watcher(
-    faulty: tuple[Service, DatabricksDouble, IdempotentJobs], monkeypatch: pytest.MonkeyPatch
+def wait_for_requests(double: DatabricksDouble, method: str, path: str, count: int = 1, timeout: float = 30) -> None:
+    """Until the double has had ``count`` requests to ``method path``."""
+    deadline = time.monotonic() + timeout
+    while len(double.requests_to(method, path)) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{count} {method} {path} not seen in {timeout}s: {double.requests}")
+        time.sleep(0.02)
+
+
+def test_runs_list_faults_do_not_stop_the_watcher(
+    faulty: tuple[Service, DatabricksDouble, IdempotentJobs],
 ) -> None:
-    """The watcher's first look at the run meets a 429, a 503, a reset and a timeout;
-    its step retries through them, sees the run still running, and the callback then
-    completes the run."""
-    monkeypatch.setattr(app.watchers, "BACKOFF", (0.2,))
+    """The watchers' listing of active runs meets a 429, a 503, a reset and a timeout;
+    they look again an interval later each time, until a listing shows the run still
+    running -- never reading the run on its own -- and the callback then completes the run."""
     service, double, _ = faulty
-    double.queue("GET", GET_RUN, throttled(), unavailable(), Drop(), Delay(HTTP_TIMEOUT + 1))
+    double.queue("GET", LIST_RUNS, throttled(), unavailable(), Drop(), Delay(HTTP_TIMEOUT + 1))
 
     start_job_run(service, "dbx-watch")
-    run = wait_for_step(service, "dbx-watch", "dara.watch_run")
-    watcher = next(s for s in run["steps"] if s["name"] == "dara.watch_run")
+    deadline = time.monotonic() + 60
+    while double.queued("GET", LIST_RUNS) or not service.runtime.active_runs.listings:
+        assert time.monotonic() < deadline, "the watcher stopped listing after a fault"
+        time.sleep(0.05)
     call_back(service, double, "ok")
     run = service.wait_for("dbx-watch", timeout=30)
 
-    assert (watcher["state"], watcher["result"]) == ("resolved", "waiting"), watcher
-    assert double.queued("GET", GET_RUN) == 0
     assert (run["status"], run["result"]) == ("done", "ok")
+    assert double.requests_to("GET", GET_RUN) == []
 
 
 def test_a_watcher_that_cannot_reach_databricks_does_not_hold_the_run_back(
     databricks_double: DatabricksDouble, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """runs/get stays down past the watcher step's retries: the callback still
+    """The jobs API stays down past the watcher's retries: the callback still
     completes the run."""
     double = databricks_double
     with faulty_service(double, tmp_path, monkeypatch, step_retries=1) as (service, jobs):
         jobs.down.set()
 
         start_job_run(service, "dbx-watch-down")
-        wait_for_step(service, "dbx-watch-down", "dara.watch_run", timeout=60)  # its first check is over
+        wait_for_requests(double, "GET", LIST_RUNS, 2, timeout=60)  # two looks have failed
         call_back(service, double, "ok")
         run = service.wait_for("dbx-watch-down", timeout=30)
 
@@ -764,10 +807,9 @@ def test_a_watcher_that_cannot_reach_databricks_does_not_hold_the_run_back(
 def test_the_watcher_outlives_a_databricks_outage(
     databricks_double: DatabricksDouble, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """runs/get is down for longer than one check's retries, then says the job failed
+    """The jobs API is down for longer than one look's retries, then says the job failed
     without calling back: the watcher must still fail the run (README: "A job that
-    ends without calling back fails the run within a minute")."""
-    monkeypatch.setattr(app.watchers, "BACKOFF", (0.5,))
+    ends without calling back fails the run within two DARA_WATCH_INTERVALs")."""
     monkeypatch.setattr(app.watchers, "GRACE_SECONDS", 0)
     double = databricks_double
     with faulty_service(double, tmp_path, monkeypatch, step_retries=1) as (service, jobs):
@@ -775,7 +817,7 @@ def test_the_watcher_outlives_a_databricks_outage(
         jobs.ended = "FAILED"
 
         start_job_run(service, "dbx-outage")
-        wait_for_step(service, "dbx-outage", "dara.watch_run")  # its first check gave up
+        wait_for_requests(double, "GET", LIST_RUNS)  # its first look gave up
         jobs.down.clear()
         run = service.http.get("/runs/dbx-outage", params={"wait": 4}).json()
 

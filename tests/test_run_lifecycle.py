@@ -15,6 +15,7 @@ from app.workspace.deploy import demo_job_settings, import_notebooks
 from steps.jobs import cancel_run, upsert_job
 from tests.databricks_double import DatabricksDouble, workspace_client
 from tests.harness import Service, make_settings, running_service, sign
+from tests.pipelines_for_tests import WITH_TEST_PIPELINES
 from tests.postgres import BACKENDS, backend_settings
 
 TEST_NOTEBOOKS = Path(__file__).parent / "notebooks"
@@ -45,10 +46,27 @@ def test_a_job_that_ends_without_calling_back_fails_the_run(service: Service) ->
     run = service.wait_for("life-silent", timeout=120)
 
     assert run["status"] == "failed"
-    assert "ended FAILED without calling back (task main FAILED (WORKER_EXIT_NONZERO))" in run["error"]
+    assert (
+        "ended FAILED without calling back (task main FAILED (WORKER_EXIT_NONZERO): "
+        "RuntimeError: the cluster went away before the callback cell [trace: "
+    ) in run["error"]
     assert run["databricks_runs"][0]["url"] in run["error"]
     watcher = next(step for step in run["steps"] if step["name"] == "dara.watch_run")
     assert watcher["kind"] == "watcher"
+
+
+def test_a_job_that_succeeds_without_calling_back_fails_the_run(service: Service) -> None:
+    """The notebook ended SUCCESS but neither called back nor exited with a value: the
+    wait has nothing to take, so the run fails saying so. It is not done."""
+    start(service, "life-quiet", "notebook_job", job="succeeds_without_calling_back")
+
+    run = service.wait_for("life-quiet", timeout=120)
+
+    assert run["status"] == "failed", run
+    [databricks] = run["databricks_runs"]
+    assert f"Databricks run {databricks['run_id']} ended SUCCESS without calling back" in run["error"]
+    callback = run["steps"][0]
+    assert (callback["kind"], callback["state"]) == ("callback", "rejected")
 
 
 def test_a_wait_past_its_per_call_deadline_times_the_run_out(service: Service) -> None:
@@ -59,9 +77,14 @@ def test_a_wait_past_its_per_call_deadline_times_the_run_out(service: Service) -
     assert run["status"] == "timed_out"
     assert run["error"].startswith("timed out: nothing settled life-deadline:1 by its deadline")
     assert "DARA_CALLBACK_TIMEOUT" in run["error"]
-    late = service.http.post("/resolve", json={"id": "life-deadline:1", "value": 1, "token": sign(service.http, "life-deadline:1")})
+    late = service.http.post(
+        "/resolve", json={"id": "life-deadline:1", "value": 1, "token": sign(service.http, "life-deadline:1")}
+    )
     assert late.status_code == 409
-    assert late.json()["detail"] == "'life-deadline:1' was already rejected_timedout; this callback's value was not recorded"
+    assert (
+        late.json()["detail"]
+        == "'life-deadline:1' was already rejected_timedout; this callback's value was not recorded"
+    )
 
 
 def test_a_pipelines_own_wait_timeout_applies_to_its_waits(service: Service) -> None:
@@ -70,6 +93,18 @@ def test_a_pipelines_own_wait_timeout_applies_to_its_waits(service: Service) -> 
     run = service.wait_for("life-pipeline-deadline")
 
     assert run["status"] == "timed_out"
+
+
+def test_a_run_that_reaches_its_own_deadline_is_timed_out(service: Service) -> None:
+    """The run's deadline (@pipeline(deadline=), else DARA_RUN_DEADLINE) passes while its
+    wait still has minutes left: the backend times the run itself out."""
+    start(service, "life-own-deadline", "outlives_its_deadline")
+
+    run = service.wait_for("life-own-deadline")
+    listed = service.http.get("/runs", params={"status": "timed_out", "limit": 100}).json()["runs"]
+
+    assert (run["status"], run["error"]) == ("timed_out", "deadline reached before it finished")
+    assert "life-own-deadline" in [item["id"] for item in listed]
 
 
 def test_cancel_ends_the_run_and_its_wait(service: Service) -> None:
@@ -83,9 +118,10 @@ def test_cancel_ends_the_run_and_its_wait(service: Service) -> None:
     body = response.json()
     assert body["run"]["status"] == "cancelled"
     [databricks] = body["databricks"]
-    # brickhouse has no runs/cancel route; the HTTP-double test below shows the call itself.
-    assert databricks["cancelled"] is False and "not found" in databricks["error"]
-    late = service.http.post("/resolve", json={"id": "life-cancel:1", "value": 1, "token": sign(service.http, "life-cancel:1")})
+    assert databricks["cancelled"] is True  # tests/test_embedded_cancel.py: the notebook stops
+    late = service.http.post(
+        "/resolve", json={"id": "life-cancel:1", "value": 1, "token": sign(service.http, "life-cancel:1")}
+    )
     assert late.status_code == 409 and "was already rejected_canceled" in late.json()["detail"]
     assert service.http.post("/runs/life-cancel/cancel").status_code == 409
 
@@ -126,6 +162,67 @@ def test_runs_are_listed_newest_first_with_filters_and_paging(service: Service) 
     assert bad_cursor.status_code == 422
 
 
+#: The largest callback value the default DARA_MAX_VALUE_BYTES (1 MiB) lets through comfortably.
+LARGE_VALUE_CHARS = 900_000
+
+
+def test_a_large_value_is_served_once_and_never_listed(service: Service) -> None:
+    """The run returns what its callback sent: GET /runs/{id} carries that value once,
+    not as the run's result and again as the callback's, and GET /runs not at all."""
+    start(service, "life-large", "waits_for_callback")
+    service.wait_until("life-large", "waiting")
+    value = {"marker": "life-large-value", "blob": "v" * LARGE_VALUE_CHARS}
+    resolved = service.http.post(
+        "/resolve", json={"id": "life-large:1", "value": value, "token": sign(service.http, "life-large:1")}
+    )
+    assert resolved.status_code == 200, resolved.text
+    service.wait_for("life-large")
+
+    one = service.http.get("/runs/life-large")
+    listed = service.http.get("/runs", params={"pipeline": "waits_for_callback", "limit": 100})
+    shown = service.http.get("/ui/runs/life-large")
+
+    run = one.json()
+    assert run["result"] == value
+    [callback] = run["steps"]
+    assert (callback["result"], callback["result_is_run_result"]) == (None, True)
+    assert LARGE_VALUE_CHARS < len(one.content) < LARGE_VALUE_CHARS + 4096
+    assert shown.text.count("life-large-value") == 1 and "the run's result, above" in shown.text
+    [item] = [item for item in listed.json()["runs"] if item["id"] == "life-large"]
+    assert set(item) == {
+        "id",
+        "pipeline",
+        "status",
+        "started_by",
+        "progress",
+        "started_at",
+        "finished_at",
+        "elapsed_seconds",
+        "deadline",
+        "error",
+    }
+    assert (item["status"], item["progress"]) == ("done", {"done": 1, "seen": 1})
+    assert "life-large-value" not in listed.text and len(listed.content) < 20_000
+
+
+def test_a_listed_run_shows_the_first_line_of_its_error(service: Service) -> None:
+    start(service, "life-listed-error", "waits_for_callback")
+    service.wait_until("life-listed-error", "waiting")
+    error = "the notebook failed: " + "e" * 1000 + "\nTraceback (most recent call last): ..."
+    service.http.post(
+        "/reject",
+        json={"id": "life-listed-error:1", "error": error, "token": sign(service.http, "life-listed-error:1")},
+    )
+    run = service.wait_for("life-listed-error")
+
+    listed = service.http.get("/runs", params={"status": "failed", "limit": 100}).json()["runs"]
+
+    [item] = [item for item in listed if item["id"] == "life-listed-error"]
+    assert run["error"].endswith("Traceback (most recent call last): ...")
+    assert item["error"].startswith("the notebook failed: eee") and item["error"].endswith("...")
+    assert len(item["error"]) == 300 and "Traceback" not in item["error"]
+
+
 def test_progress_counts_steps_done_of_steps_seen(service: Service) -> None:
     start(service, "life-progress", "waits_for_callback")
 
@@ -136,7 +233,7 @@ def test_progress_counts_steps_done_of_steps_seen(service: Service) -> None:
 
 
 def test_cancel_run_step_cancels_through_the_jobs_api(databricks_double: DatabricksDouble) -> None:
-    """Against the recorded-shape HTTP double: brickhouse has no runs/cancel route."""
+    """Against the recorded-shape HTTP double: the request Databricks gets."""
     databricks_double.route("POST", "/api/2.2/jobs/runs/cancel", {})
 
     assert cancel_run(workspace_client(databricks_double), 42) == 42
@@ -147,7 +244,7 @@ def test_cancel_run_step_cancels_through_the_jobs_api(databricks_double: Databri
 @pytest.fixture
 async def runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
     """A runtime on embedded defaults, without the service around it."""
-    runtime = await Runtime.start(make_settings(tmp_path, deploy_on_start=False))
+    runtime = await Runtime.start(make_settings(tmp_path, deploy_on_start=False), pipelines=WITH_TEST_PIPELINES)
     try:
         yield runtime
     finally:

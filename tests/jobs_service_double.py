@@ -1,0 +1,191 @@
+"""Databricks' jobs service on the HTTP double, for many runs at once.
+
+The run watcher's tests and its benchmark (scripts/bench_watch.py) need a workspace
+with hundreds or thousands of runs that wait, some of which end or get cancelled, and
+a count of every call DARA makes to it. :class:`JobsService` serves, on a
+:class:`~tests.databricks_double.DatabricksDouble`:
+
+* ``jobs/run-now``: one run per idempotency token, as Databricks does;
+* ``jobs/runs/get``: the run in the recorded shape (``recorded_run``), one task per
+  task key of the job (``tasks``), each task run with its own id;
+* ``jobs/runs/list``: newest first, ``active_only``, at most :data:`PAGE_SIZE` runs a
+  page with ``next_page_token`` (a bigger ``limit`` is refused, as by the API);
+* ``jobs/runs/cancel``: the run ends ``CANCELED`` (at once: Databricks takes a moment);
+* ``jobs/runs/get-output``: a task's ``notebook_output.result`` if it exited with a value.
+
+The test plays the notebooks: :meth:`JobsService.end` ends a run without a callback.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.databricks_double import DatabricksDouble, RecordedRequest, Response, api_error, recorded_run
+
+RUN_NOW = "/api/2.2/jobs/run-now"
+GET_RUN = "/api/2.2/jobs/runs/get"
+LIST_RUNS = "/api/2.2/jobs/runs/list"
+CANCEL_RUN = "/api/2.2/jobs/runs/cancel"
+GET_OUTPUT = "/api/2.2/jobs/runs/get-output"
+#: The most runs the Jobs API returns in one page of runs/list.
+PAGE_SIZE = 25
+JOB_ID = 4242
+#: Run ids are spaced so that each task run of a run has an id of its own.
+_RUN_STEP = 100
+
+
+@dataclass
+class SimulatedRun:
+    run_id: int
+    life_cycle_state: str = "RUNNING"
+    result_state: str | None = None
+    state_message: str = ""
+    #: The notebook_params run-now was given (the callback widgets among them).
+    params: dict[str, str] = field(default_factory=dict)
+    #: task key -> what the task passed to dbutils.notebook.exit (absent: nothing).
+    exit_values: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        return self.life_cycle_state not in ("TERMINATED", "SKIPPED", "INTERNAL_ERROR")
+
+
+class JobsService:
+    """Run-now, runs/get, runs/list, runs/cancel and runs/get-output for the runs of one job."""
+
+    def __init__(self, double: DatabricksDouble, *, tasks: tuple[str, ...] = ("notebook",)) -> None:
+        self.double = double
+        self.tasks = tasks
+        self.runs: dict[int, SimulatedRun] = {}
+        self._tokens: dict[str, int] = {}
+        self._lock = threading.Lock()
+        #: Runs newest first, as listed: built once per change, not once per page.
+        self._listing: tuple[int, bool, list[SimulatedRun]] | None = None
+        self._changes = 0
+        double.route("POST", RUN_NOW, self._run_now)
+        double.route("GET", GET_RUN, self._get_run)
+        double.route("GET", LIST_RUNS, self._list_runs)
+        double.route("POST", CANCEL_RUN, self._cancel)
+        double.route("GET", GET_OUTPUT, self._get_output)
+
+    # -- playing the notebooks ---------------------------------------------------------
+    def end(
+        self, run_id: int, result_state: str = "FAILED", *, message: str = "", exit_values: dict[str, str] | None = None
+    ) -> None:
+        """End ``run_id`` as its notebook would without calling back."""
+        with self._lock:
+            run = self.runs[run_id]
+            run.life_cycle_state, run.result_state = "TERMINATED", result_state
+            run.state_message = message or {"FAILED": "Workload failed"}.get(result_state, "")
+            run.exit_values = dict(exit_values or {})
+            self._changes += 1
+
+    def active(self) -> list[int]:
+        with self._lock:
+            return [run.run_id for run in self.runs.values() if run.active]
+
+    def calls(self, *paths: str) -> int:
+        """Requests received (to ``paths``, or to any route but the SDK's host probe)."""
+        return sum(1 for r in self.double.requests if not paths or r.path in paths)
+
+    # -- routes --------------------------------------------------------------------------
+    def _run_now(self, request: RecordedRequest) -> dict[str, Any]:
+        body = request.json
+        with self._lock:
+            run_id = self._tokens.get(body.get("idempotency_token") or "")
+            if run_id is None:
+                run_id = _RUN_STEP * (len(self.runs) + 1)
+                self.runs[run_id] = SimulatedRun(run_id, params=dict(body.get("notebook_params") or {}))
+                self._changes += 1
+                if body.get("idempotency_token"):
+                    self._tokens[body["idempotency_token"]] = run_id
+        return {"run_id": run_id, "number_in_job": run_id}
+
+    def _get_run(self, request: RecordedRequest) -> dict[str, Any] | Response:
+        with self._lock:
+            run = self.runs.get(int(request.query["run_id"][0]))
+            if run is None:
+                return api_error(400, "INVALID_PARAMETER_VALUE", f"Run {request.query['run_id'][0]} does not exist.")
+            return self._body(run)
+
+    def _list_runs(self, request: RecordedRequest) -> dict[str, Any] | Response:
+        limit = int((request.query.get("limit") or [str(20)])[0])
+        if not 0 <= limit <= PAGE_SIZE:
+            return api_error(400, "INVALID_PARAMETER_VALUE", f"limit must be between 0 and {PAGE_SIZE}")
+        limit = limit or PAGE_SIZE
+        active_only = (request.query.get("active_only") or ["false"])[0].lower() == "true"
+        token = (request.query.get("page_token") or [""])[0]
+        start = int(token.removeprefix("page-")) if token.startswith("page-") else 0
+        with self._lock:
+            if self._listing is None or self._listing[:2] != (self._changes, active_only):
+                listed = (run for run in self.runs.values() if run.active or not active_only)
+                # newest first, as the API lists them
+                self._listing = (self._changes, active_only, sorted(listed, key=lambda run: run.run_id, reverse=True))
+            runs = self._listing[2]
+            page = [self._listed(run) for run in runs[start : start + limit]]
+        body: dict[str, Any] = {"has_more": start + limit < len(runs)}
+        if page:
+            body["runs"] = page
+        if body["has_more"]:
+            body["next_page_token"] = f"page-{start + limit}"
+        if start:
+            body["prev_page_token"] = f"page-{max(start - limit, 0)}"
+        return body
+
+    def _cancel(self, request: RecordedRequest) -> dict[str, Any] | Response:
+        run_id = int(request.json["run_id"])
+        with self._lock:
+            run = self.runs.get(run_id)
+            if run is None:
+                return api_error(400, "INVALID_PARAMETER_VALUE", f"Run {run_id} does not exist.")
+            if run.active:
+                run.life_cycle_state, run.result_state = "TERMINATED", "CANCELED"
+                run.state_message = "Run cancelled."
+                self._changes += 1
+        return {}
+
+    def _get_output(self, request: RecordedRequest) -> dict[str, Any] | Response:
+        task_run_id = int(request.query["run_id"][0])
+        with self._lock:
+            run = self.runs.get(task_run_id - task_run_id % _RUN_STEP)
+            position = task_run_id % _RUN_STEP - 1
+            if run is None or not 0 <= position < len(self.tasks):
+                return api_error(400, "INVALID_PARAMETER_VALUE", f"Run {task_run_id} does not exist.")
+            metadata = self._listed(run) | {"run_id": task_run_id, "run_name": self.tasks[position]}
+            body: dict[str, Any] = {"metadata": metadata}
+            value = run.exit_values.get(self.tasks[position])
+            if value is not None:
+                body["notebook_output"] = {"result": value, "truncated": False}
+            return body
+
+    # -- shapes --------------------------------------------------------------------------
+    def _body(self, run: SimulatedRun) -> dict[str, Any]:
+        body = recorded_run(
+            host=self.double.url,
+            job_id=JOB_ID,
+            run_id=run.run_id,
+            run_name="dara-watch",
+            notebook_path="/Workspace/Shared/dara/watched",
+            life_cycle_state=run.life_cycle_state,
+            result_state=run.result_state,
+            state_message=run.state_message,
+        )
+        body["tasks"] = [self._task(run, position, body["tasks"][0]) for position in range(len(self.tasks))]
+        return body | {"run_type": "JOB_RUN", "trigger": "ONE_TIME"}
+
+    def _task(self, run: SimulatedRun, position: int, template: dict[str, Any] | None = None) -> dict[str, Any]:
+        template = template or self._body(run)["tasks"][0]
+        task_run_id = run.run_id + 1 + position
+        return template | {
+            "run_id": task_run_id,
+            "task_key": self.tasks[position],
+            "run_page_url": f"{self.double.url}/#job/{JOB_ID}/run/{task_run_id}",
+        }
+
+    def _listed(self, run: SimulatedRun) -> dict[str, Any]:
+        """A run as runs/list shows it without ``expand_tasks``: no tasks."""
+        body = self._body(run)
+        del body["tasks"]
+        return body
