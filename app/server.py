@@ -34,6 +34,10 @@ logger = logging.getLogger("uvicorn.error")
 
 #: Seconds an idle keep-alive connection stays open between requests (uvicorn's default).
 KEEP_ALIVE_SECONDS = 5
+#: Seconds requests still running at SIGTERM (a long poll waits up to 60) may take to end
+#: before uvicorn cancels them. The Databricks Apps runtime kills an app 15 s after
+#: SIGTERM, and stopping the runtime afterwards may take up to 10 more (Runtime.stop).
+SHUTDOWN_GRACE_SECONDS = 3
 
 _TIMEOUT_RESPONSE = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
@@ -164,5 +168,6 @@ def uvicorn_config(app: Any, settings: Settings, **options: Any) -> uvicorn.Conf
     options.setdefault("host", settings.host)
     options.setdefault("port", settings.port)
     options.setdefault("timeout_keep_alive", KEEP_ALIVE_SECONDS)
+    options.setdefault("timeout_graceful_shutdown", SHUTDOWN_GRACE_SECONDS)
     http = protocol_class(settings.client_timeout, options.pop("http", "auto"))
     return uvicorn.Config(app, http=http, **options)
