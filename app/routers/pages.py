@@ -1,53 +1,33 @@
-"""Status pages for people: recent runs, and one run with its steps.
+"""Status pages for people: recent runs, and one run with its timeline.
 
-Plain server-rendered HTML over the same reads as the JSON API (so nothing here can
-disagree with ``GET /runs/{id}``), refreshing itself while a run is in flight.
+Server-rendered HTML over the same reads as the JSON API (so nothing here can disagree
+with ``GET /runs/{id}``). A run in flight is kept current by its page's script
+(app/static/live.js), which long-polls ``/ui/runs/{id}/live`` for the same fragment,
+sent again only when the run changed: no reload, no polling faster than the run moves.
 """
 
 from __future__ import annotations
 
-import json
 from html import escape
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import HTMLResponse, Response
 
+from app.console.layout import badge, page
+from app.console.live import UNCHANGED, changed_fragment
+from app.console.run_view import is_final, run_fragment, version
 from app.dependencies import RuntimeDep
 from app.routers.answers import NO_RUN
-from app.runs import RUN_ID_PATTERN, RunView, list_runs, read_run
+from app.services import reading
+from app.services.run_status import RUN_ID_PATTERN, RunView
 
 router = APIRouter(prefix="/ui", tags=["pages"], default_response_class=HTMLResponse)
-
-STYLE = """
-body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:70rem;padding:0 1rem;color:#1d2330}
-table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.35rem .6rem;border-bottom:1px solid #e3e6ec;vertical-align:top}
-th{font-weight:600;color:#566}code,pre{font:12px ui-monospace,monospace}pre{white-space:pre-wrap;margin:0;max-height:12rem;overflow:auto}
-.s{display:inline-block;padding:0 .5rem;border-radius:.6rem;font-size:12px;background:#eef}
-.done,.resolved{background:#dfd}.failed,.rejected,.timed_out,.rejected_timedout{background:#fdd}.cancelled,.rejected_canceled{background:#eee}
-a{color:#2456c8}
-"""
-
-
-def page(title: str, body: str, *, refresh: bool = False) -> str:
-    meta = '<meta http-equiv="refresh" content="2">' if refresh else ""
-    return (
-        f"<!doctype html><html><head><meta charset=utf-8><title>{escape(title)} · DARA</title>{meta}"
-        f"<style>{STYLE}</style></head><body>{body}</body></html>"
-    )
-
-
-def badge(state: str) -> str:
-    return f'<span class="s {escape(state)}">{escape(state)}</span>'
-
-
-def shown(value: Any) -> str:
-    return "" if value is None else f"<pre>{escape(json.dumps(value, indent=1, default=str))}</pre>"
 
 
 @router.get("", summary="Recent runs")
 async def runs_page(runtime: RuntimeDep) -> str:
-    recent = await list_runs(runtime.resonate, runtime.run_index, limit=50, workspace_host=runtime.workspace_host)
+    recent = await reading.list_runs(runtime, limit=50)
     rows = "".join(
         f'<tr><td><a href="/ui/runs/{escape(run.id)}">{escape(run.id)}</a></td><td>{escape(run.pipeline)}</td>'
         f"<td>{badge(run.status)}</td><td>{escape(run.started_by)}</td><td>{run.progress.done}/{run.progress.seen}</td>"
@@ -64,39 +44,38 @@ async def runs_page(runtime: RuntimeDep) -> str:
     return page("runs", body)
 
 
+RunIdPath = Annotated[str, Path(pattern=RUN_ID_PATTERN)]
+
+
 @router.get("/runs/{run_id}", summary="One run", responses=NO_RUN)
-async def run_page(run_id: Annotated[str, Path(pattern=RUN_ID_PATTERN)], runtime: RuntimeDep) -> str:
-    run = await read_run(runtime.resonate, run_id, workspace_host=runtime.workspace_host)
-    if run is None:
-        raise HTTPException(404, f"no run {run_id!r}")
-    return page(run.id, _run_body(run), refresh=run.status in ("running", "waiting"))
+async def run_page(run_id: RunIdPath, runtime: RuntimeDep) -> str:
+    run = await _read(runtime, run_id)
+    live = "" if is_final(run) else f' data-live="/ui/runs/{escape(run.id)}/live" data-version="{version(run)}"'
+    body = f'<p><a href="/ui">← runs</a></p><section id="live"{live}>{run_fragment(run, embedded=_embedded(runtime))}</section>'
+    return page(run.id, body, scripts=("live",))
 
 
-def _run_body(run: RunView) -> str:
-    steps = "".join(
-        f"<tr><td><code>{escape(step.id)}</code></td><td>{escape(step.name or '')}</td><td>{step.kind}</td>"
-        f"<td>{badge(step.state)}</td><td>{step.started_at:%H:%M:%S}</td>"
-        f"<td>{f'{step.finished_at:%H:%M:%S}' if step.finished_at else ''}</td>"
-        f"<td>{escape(step.error) if step.error else shown(step.result)}</td></tr>"
-        for step in run.steps
-    )
-    # dbr.url is DARA's own (app.runs.run_link: the workspace host and two integers),
-    # never a value a step or a notebook recorded.
-    links = "".join(
-        f'<li><a href="{escape(dbr.url)}" rel="noopener noreferrer">Databricks run {dbr.run_id}</a></li>'
-        if dbr.url
-        else f"<li>Databricks run {dbr.run_id}</li>"
-        for dbr in run.databricks_runs
-    )
-    outcome = f"<p><b>Error:</b> {escape(run.error)}</p>" if run.error else shown(run.result)
-    return (
-        f'<p><a href="/ui">← runs</a></p><h1>{escape(run.id)} {badge(run.status)}</h1>'
-        f"<p>Pipeline <code>{escape(run.pipeline)}</code> · started by {escape(run.started_by)} · "
-        f"{run.progress.done}/{run.progress.seen} done · "
-        f"{run.elapsed_seconds:.1f} s · deadline {run.deadline:%Y-%m-%d %H:%M} UTC · "
-        f'<a href="/runs/{escape(run.id)}">JSON</a> · <code>resonate tree {escape(run.id)}</code></p>'
-        f"{outcome}<h2>Parameters</h2>{shown(run.params)}"
-        f"{f'<h2>Databricks</h2><ul>{links}</ul>' if links else ''}"
-        "<h2>Steps</h2><table><tr><th>promise</th><th>name</th><th>kind</th><th>state</th>"
-        f"<th>started</th><th>finished</th><th>result / error</th></tr>{steps}</table>"
-    )
+@router.get("/runs/{run_id}/live", summary="One run's page content, once it changed", responses=NO_RUN | UNCHANGED)
+async def run_live(
+    run_id: RunIdPath,
+    runtime: RuntimeDep,
+    seen: Annotated[str, Query(max_length=32, description="The version the page shows")] = "",
+    wait: Annotated[float, Query(ge=0, le=30, description="Seconds to wait for a change")] = 20,
+) -> Response:
+    """The run page's content when its version differs from ``seen`` (200, with
+    ``X-Dara-Version`` and, once the run has ended, ``X-Dara-Final``), or 204 when
+    nothing changed within ``wait`` seconds."""
+
+    async def render() -> tuple[str, str, bool]:
+        run = await _read(runtime, run_id)
+        return version(run), run_fragment(run, embedded=_embedded(runtime)), is_final(run)
+
+    return await changed_fragment(render, seen, wait)
+
+
+async def _read(runtime: RuntimeDep, run_id: str) -> RunView:
+    return await reading.get_run(runtime, run_id)
+
+
+def _embedded(runtime: RuntimeDep) -> bool:
+    return runtime.embedded is not None

@@ -1,0 +1,77 @@
+"""An export survives a restart of the service with no file state of its own: on
+Postgres, the service is stopped mid-export and started again on the same database,
+and the export carries on from the next item -- the items done before the restart are
+not exported again -- to the end."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+import steps.export
+from tests.harness import Service, make_settings, running_service
+from tests.workspace_items import make_job
+
+LEASE = timedelta(seconds=2)
+ITEMS = 6
+
+
+def progress(service: Service, run_id: str) -> dict:
+    return service.http.get(f"/exports/{run_id}").raise_for_status().json()
+
+
+def item_steps(service: Service, run_id: str) -> dict[str, str]:
+    """Each finished export step's promise id -> when it finished."""
+    run = service.http.get(f"/runs/{run_id}").raise_for_status().json()
+    return {s["id"]: s["finished_at"] for s in run["steps"] if s["name"] == "export_job" and s["finished_at"]}
+
+
+def test_an_export_carries_on_after_a_restart(
+    postgres_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(tmp_path / "state", postgres_dsn=postgres_dsn, lease=LEASE)
+    write = steps.export.write
+    writes: list[str] = []
+
+    def slow(w: object, path: str, content: object) -> str:
+        writes.append(path)
+        time.sleep(0.3)  # items take long enough to stop the service between two of them
+        return write(w, path, content)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(steps.export, "write", slow)
+    with running_service(settings) as first:
+        w = first.runtime.workspace
+        jobs = [(make_job(w, f"job_{index}"), f"job_{index}") for index in range(ITEMS)]
+        config = {
+            "workflows": [{"job_name": name, "job_id": job_id} for job_id, name in jobs],
+            "initial_variables": {"v_start_path": "/Workspace/Shared/restart"},
+        }
+        assert first.http.put("/exports/config", json={"yaml": yaml.safe_dump(config)}).status_code == 200
+        run_id = first.http.post("/exports", json={}).raise_for_status().json()["run_id"]
+        deadline = time.monotonic() + 60
+        while progress(first, run_id)["done"] < 2:
+            assert time.monotonic() < deadline, progress(first, run_id)
+            time.sleep(0.05)
+        before = item_steps(first, run_id)
+    assert len(before) < ITEMS, "the export ended before the restart; nothing was tested"
+    monkeypatch.undo()
+    written_before = len(writes)
+
+    with running_service(settings) as second:
+        run = second.wait_for(run_id, timeout=120)
+        after = item_steps(second, run_id)
+        final = progress(second, run_id)
+        folders = [
+            second.runtime.workspace.workspace.get_status(f"/Workspace/Shared/restart/jobs/{name}-{job_id}/job.json")
+            for job_id, name in jobs
+        ]
+
+    assert run["status"] == "done", run
+    assert (final["done"], final["total"]) == (ITEMS, ITEMS)
+    assert all(after[step] == finished for step, finished in before.items())  # not exported again
+    assert len(after) == ITEMS and all(folder.object_type is not None for folder in folders)
+    assert written_before < 2 * ITEMS  # the first service really stopped part way
