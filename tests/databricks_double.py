@@ -12,7 +12,9 @@ error mapping and retries -- nothing inside the SDK is patched. Its answers have
 shapes the real API returns: the ``recorded_*`` builders below follow the paths and
 field names in databricks-sdk's ``service`` modules and the REST API reference (they
 were written from those, not captured from a live workspace), including the fields a
-step does not read, so parsing is exercised against a realistic body.
+step does not read, so parsing is exercised against a realistic body. Every 2xx body
+served is checked against databricks-sdk's types as it goes out (tests/databricks_shapes.py):
+a field they lack, or a run whose ``status`` disagrees with its ``state``, fails the test.
 
 Three parts:
 
@@ -24,6 +26,10 @@ Three parts:
   served in order before the route's answer: any :class:`Response` (e.g. a 200 with a
   ``PENDING`` state), :func:`throttled`, :func:`unavailable`, :class:`Delay` (then go
   on) and :class:`Drop` (close the socket without answering).
+
+A list route pages as the API does with ``paged(key, items, page_size=...)``: each page
+ends with a ``next_page_token`` while more follow, which databricks-sdk's iterators send
+back as ``page_token``.
 """
 
 from __future__ import annotations
@@ -36,12 +42,14 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.config import Config
+
+from tests.databricks_shapes import problems as shape_problems
 
 #: The workspace id the double advertises, as a real workspace's discovery endpoint does.
 WORKSPACE_ID = "1234567890123456"
@@ -130,6 +138,35 @@ def no_content() -> Response:
     return Response(204)
 
 
+def paged(key: str, items: list[Any], *, page_size: int, has_more: bool = False) -> Callable[[RecordedRequest], Any]:
+    """A list route's answer, ``items`` under ``key`` a page at a time, as the API pages.
+
+    A page ends with ``next_page_token`` while more follow (the SDK's iterators ask again
+    with it as ``page_token``), and the Jobs API also says ``has_more``. A smaller
+    ``limit`` or ``max_results`` in the request makes pages smaller; a token this route
+    did not issue is a 400, as from the API.
+    """
+
+    def answer(request: RecordedRequest) -> Any:
+        token = request.query.get("page_token", [""])[0]
+        if token and not re.fullmatch(r"page-\d+", token):
+            return api_error(400, "INVALID_PARAMETER_VALUE", f"Invalid page token: {token}")
+        start = int(token.removeprefix("page-")) if token else 0
+        asked = (request.query.get("limit") or request.query.get("max_results") or [""])[0]
+        size = min(page_size, int(asked)) if asked.isdigit() and int(asked) > 0 else page_size
+        body: dict[str, Any] = {key: items[start : start + size]} if items[start : start + size] else {}
+        more = start + size < len(items)
+        if more:
+            body["next_page_token"] = f"page-{start + size}"
+        if start:
+            body["prev_page_token"] = f"page-{max(start - size, 0)}"
+        if has_more:
+            body["has_more"] = more
+        return body
+
+    return answer
+
+
 @dataclass
 class _Route:
     method: str
@@ -158,6 +195,8 @@ class DatabricksDouble:
         self._requests: list[RecordedRequest] = []
         #: Exceptions raised by handlers (answered with a 500); the fixture fails on any.
         self.handler_errors: list[BaseException] = []
+        #: What in the bodies served the real API would not send (tests/databricks_shapes.py).
+        self.shape_errors: list[str] = []
         self._closing = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
@@ -176,7 +215,7 @@ class DatabricksDouble:
         )
 
     # -- lifecycle -------------------------------------------------------------------
-    def start(self) -> DatabricksDouble:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -186,7 +225,7 @@ class DatabricksDouble:
         self._server.server_close()
         self._thread.join()
 
-    def __enter__(self) -> DatabricksDouble:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -196,9 +235,7 @@ class DatabricksDouble:
     def route(self, method: str, pattern: str, answer: Answer) -> None:
         """Answer ``method pattern`` with ``answer`` (replacing an earlier route for it)."""
         with self._lock:
-            self._routes = [
-                r for r in self._routes if (r.method, r.pattern) != (method.upper(), pattern)
-            ]
+            self._routes = [r for r in self._routes if (r.method, r.pattern) != (method.upper(), pattern)]
             self._routes.append(_Route(method.upper(), pattern, _compile(pattern), answer))
 
     def queue(self, method: str, pattern: str, *items: Queued) -> None:
@@ -301,9 +338,11 @@ def _handler_for(double: DatabricksDouble) -> type[BaseHTTPRequestHandler]:
                     if double._closing.wait(served.seconds):
                         return
                     served = double._next_after_delay(request)
-            except Exception as exc:  # a bug in a test's handler: make it loud
+            except Exception as exc:  # noqa: BLE001 -- a bug in a test's handler: make it loud
                 double.handler_errors.append(exc)
                 served = api_error(500, "INTERNAL_ERROR", f"databricks double: {exc!r}")
+            if isinstance(served, Response) and 200 <= served.status < 300 and isinstance(served.body, dict | list):
+                double.shape_errors += shape_problems(request.method, request.path, served.body)
             if isinstance(served, Drop):
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
@@ -363,11 +402,13 @@ def workspace_client(
 def databricks_double() -> Iterator[DatabricksDouble]:
     """A running double with no routes but the SDK's host-metadata probe.
 
-    Fails the test if a route handler raised, even where the step swallowed the 500.
+    Fails the test if a route handler raised, even where the step swallowed the 500, and
+    if it served a body databricks-sdk's types do not read (tests/databricks_shapes.py).
     """
     with DatabricksDouble() as double:
         yield double
     assert not double.handler_errors, f"double's handlers raised: {double.handler_errors}"
+    assert not double.shape_errors, f"the double served bodies databricks-sdk does not read: {double.shape_errors}"
 
 
 # -- recorded shapes ---------------------------------------------------------------------
@@ -381,6 +422,31 @@ def recorded_submit_run(run_id: int) -> dict[str, Any]:
     return {"run_id": run_id}
 
 
+#: ``status`` (Jobs 2.2's lifecycle) of a run in each ``state.life_cycle_state``.
+_STATUS_OF_LIFE_CYCLE = {
+    "QUEUED": "QUEUED",
+    "PENDING": "PENDING",
+    "RUNNING": "RUNNING",
+    "WAITING_FOR_RETRY": "WAITING",
+    "BLOCKED": "BLOCKED",
+    "TERMINATING": "TERMINATING",
+    "TERMINATED": "TERMINATED",
+    "SKIPPED": "TERMINATED",
+    "INTERNAL_ERROR": "TERMINATED",
+}
+#: ``status.termination_details`` (code, type) of a run that ended so.
+_TERMINATION = {
+    "SUCCESS": ("SUCCESS", "SUCCESS"),
+    "SUCCESS_WITH_FAILURES": ("SUCCESS_WITH_FAILURES", "SUCCESS"),
+    "CANCELED": ("USER_CANCELED", "CLIENT_ERROR"),
+    "SKIPPED": ("SKIPPED", "SUCCESS"),
+    "INTERNAL_ERROR": ("INTERNAL_ERROR", "INTERNAL_ERROR"),
+}
+_START_TIME = 1_700_000_000_000
+#: setup, execution and cleanup of a run that ended, in ms.
+_DURATIONS = (1_000, 60_000, 500)
+
+
 def recorded_run(
     *,
     host: str,
@@ -389,48 +455,69 @@ def recorded_run(
     run_name: str,
     notebook_path: str,
     life_cycle_state: str = "PENDING",
+    result_state: str | None = None,
+    state_message: str | None = None,
 ) -> dict[str, Any]:
-    """``GET /api/2.2/jobs/runs/get`` for a one-time (``SUBMIT_RUN``) run.
+    """``GET /api/2.2/jobs/runs/get`` for a one-time (``SUBMIT_RUN``) run of one notebook task.
 
-    One-time runs belong to an anonymous job, whose id the response carries.
+    One-time runs belong to an anonymous job, whose id the response carries. A run that
+    ended (``TERMINATED`` with a ``result_state``, ``SKIPPED``, ``INTERNAL_ERROR``) has
+    its end time, durations and termination details, as the API reports them; its task
+    ended the same way. ``status`` always agrees with ``state``.
     """
+    ended = life_cycle_state in ("TERMINATED", "SKIPPED", "INTERNAL_ERROR")
+    if life_cycle_state == "TERMINATED" and result_state is None:
+        msg = "a TERMINATED run has a result_state (SUCCESS, FAILED, ...)"
+        raise ValueError(msg)
+    if state_message is None:
+        state_message = {"PENDING": "Waiting for cluster", "QUEUED": "Queued"}.get(life_cycle_state, "")
+    state: dict[str, Any] = {
+        "life_cycle_state": life_cycle_state,
+        "state_message": state_message,
+        "user_cancelled_or_timedout": result_state in ("CANCELED", "TIMEDOUT"),
+        "queue_reason": "",
+    }
+    status: dict[str, Any] = {"state": _STATUS_OF_LIFE_CYCLE[life_cycle_state]}
+    times: dict[str, Any] = {"start_time": _START_TIME, "end_time": 0}
+    if ended:
+        outcome = result_state or life_cycle_state
+        state["result_state"] = result_state
+        code, kind = _TERMINATION.get(outcome, ("RUN_EXECUTION_ERROR", "CLIENT_ERROR"))
+        status["termination_details"] = {"code": code, "type": kind, "message": state_message}
+        setup, execution, cleanup = _DURATIONS
+        times = {
+            "start_time": _START_TIME,
+            "end_time": _START_TIME + setup + execution + cleanup,
+            "setup_duration": setup,
+            "execution_duration": execution,
+            "cleanup_duration": cleanup,
+            "run_duration": setup + execution + cleanup,
+        }
     return {
         "job_id": job_id,
         "run_id": run_id,
         "creator_user_name": "dara@example.com",
         "number_in_job": run_id,
         "original_attempt_run_id": run_id,
-        "state": {
-            "life_cycle_state": life_cycle_state,
-            "state_message": "Waiting for cluster",
-            "user_cancelled_or_timedout": False,
-            "queue_reason": "",
-        },
-        "task": {"notebook_task": {"notebook_path": notebook_path, "source": "WORKSPACE"}},
+        "state": state,
+        "status": status,
         "tasks": [
             {
                 "run_id": run_id + 1,
                 "task_key": "notebook",
                 "notebook_task": {"notebook_path": notebook_path, "source": "WORKSPACE"},
-                "state": {
-                    "life_cycle_state": life_cycle_state,
-                    "user_cancelled_or_timedout": False,
-                },
+                "state": dict(state),
+                "status": dict(status),
+                "run_page_url": f"{host}/?o={WORKSPACE_ID}#job/{job_id}/run/{run_id + 1}",
                 "attempt_number": 0,
+                **times,
             }
         ],
-        "start_time": 1_700_000_000_000,
-        "setup_duration": 0,
-        "execution_duration": 0,
-        "cleanup_duration": 0,
-        "end_time": 0,
-        "run_duration": 0,
+        **times,
         "trigger": "ONE_TIME",
         "run_name": run_name,
         "run_page_url": f"{host}/?o={WORKSPACE_ID}#job/{job_id}/run/{run_id}",
         "run_type": "SUBMIT_RUN",
-        "format": "MULTI_TASK",
-        "status": {"state": "PENDING"},
     }
 
 
@@ -475,8 +562,7 @@ def recorded_statement(
         },
         "total_chunk_count": len(chunk_rows),
         "chunks": [
-            {"chunk_index": i, "row_offset": offsets[i], "row_count": count}
-            for i, count in enumerate(chunk_rows)
+            {"chunk_index": i, "row_offset": offsets[i], "row_count": count} for i, count in enumerate(chunk_rows)
         ],
         "total_row_count": sum(chunk_rows),
         "truncated": False,
@@ -497,9 +583,7 @@ def recorded_chunk(
     }
     if has_next:
         chunk["next_chunk_index"] = chunk_index + 1
-        chunk["next_chunk_internal_link"] = (
-            f"/api/2.0/sql/statements/x/result/chunks/{chunk_index + 1}"
-        )
+        chunk["next_chunk_internal_link"] = f"/api/2.0/sql/statements/x/result/chunks/{chunk_index + 1}"
     return chunk
 
 
@@ -557,7 +641,6 @@ def recorded_pipeline_event(
             "region": "us-west-2",
             "org_id": int(WORKSPACE_ID),
             "pipeline_id": pipeline_id,
-            "pipeline_type": "WORKSPACE",
             "pipeline_name": "dara-pipeline",
             "update_id": update_id,
         },
@@ -569,9 +652,7 @@ def recorded_pipeline_event(
     }
     if error is not None:
         event["error"] = {
-            "exceptions": [
-                {"class_name": "org.apache.spark.sql.AnalysisException", "message": error}
-            ],
+            "exceptions": [{"class_name": "org.apache.spark.sql.AnalysisException", "message": error}],
             "fatal": True,
         }
     return event

@@ -11,7 +11,6 @@ may be lost or started twice, and the first resolve of each run must win.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import time
@@ -22,8 +21,6 @@ from typing import Any
 import httpx
 import pytest
 
-import app.routers.runs
-from app.runs import read_run
 from tests.harness import Service, callback_token
 
 #: Runs in the flood; DARA_FLOOD_RUNS overrides it for a quicker local run.
@@ -112,10 +109,10 @@ async def test_a_thousand_concurrent_starts_and_resolves(service: Service) -> No
                     listed[run["id"]] = run
             if (cursor := page["next_cursor"]) is None:
                 break
-        # A run whose resolve was just answered may still be finishing: wait for those.
-        unfinished = [run_id for run_id, run in listed.items() if run["status"] != "done"]
+        # A listing carries no results: read each run, waiting for one whose resolve was
+        # just answered and that may still be finishing.
         for response in await asyncio.gather(
-            *(send(http, "GET", f"/runs/{run_id}", params={"wait": 30}) for run_id in unfinished)
+            *(send(http, "GET", f"/runs/{run_id}", params={"wait": 30}) for run_id in listed)
         ):
             listed[response.json()["id"]] = response.json()
     total = time.monotonic() - began
@@ -140,30 +137,38 @@ async def test_a_thousand_concurrent_starts_and_resolves(service: Service) -> No
 
 def test_two_racing_starts_of_one_id_are_told_apart(service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
     """Starting an id that exists returns it with 200 (README: "never a second
-    pipeline"); a client may rely on 201 meaning "you started it". Both requests are
-    held until each has looked for the run, the way a flood interleaves them."""
-    looked: dict[str, int] = defaultdict(int)
-    both_looked: dict[str, asyncio.Event] = {}
+    pipeline"); a client may rely on 201 meaning "you started it".
 
-    async def read_run_in_lockstep(resonate: Any, run_id: str, **options: Any) -> Any:
+    The race is forced, not hoped for: both requests create the run before either
+    reads it back. Each start is held right after its create until the other's create
+    has returned too, so both reach the read-back with the run already there; only the
+    one whose incarnation the run carries is told 201. Nothing in this process orders
+    them, so the same holds for two workers on one backend.
+    """
+    runtime = service.runtime
+    created = 0
+    both_created = asyncio.Event()
+    real_start_run = runtime.start_run
+
+    async def start_run_held(run_id: str, *args: Any, **kwargs: Any) -> Any:
+        nonlocal created
+        facts = await real_start_run(run_id, *args, **kwargs)
         if run_id == "race":
-            looked[run_id] += 1
-            event = both_looked.setdefault(run_id, asyncio.Event())
-            if looked[run_id] == 1:
-                with contextlib.suppress(TimeoutError):  # a start that waits for the first goes on
-                    await asyncio.wait_for(event.wait(), 2)
-            else:
-                event.set()
-        return await read_run(resonate, run_id, **options)
+            created += 1
+            if created == 2:
+                both_created.set()
+            await asyncio.wait_for(both_created.wait(), 20)  # TimeoutError: the other never started
+        return facts
 
-    monkeypatch.setattr(app.routers.runs, "read_run", read_run_in_lockstep)
+    monkeypatch.setattr(runtime, "start_run", start_run_held)
     body = {"pipeline": "waits_for_callback", "id": "race"}
 
     def post(_: int) -> int:
-        with httpx.Client(base_url=service.url, timeout=30) as http:
+        with httpx.Client(base_url=service.url, timeout=60) as http:
             return http.post("/runs", json=body).status_code
 
     with ThreadPoolExecutor(2) as pool:
         codes = sorted(pool.map(post, range(2)))
 
+    assert created == 2, "both starts must have created before reading back"
     assert codes == [200, 201]

@@ -17,12 +17,12 @@ import pytest
 from databricks.sdk import WorkspaceClient
 from databricks.sdk import errors as dbx
 
-from app.callbacks import CallbackSigner
+from app.callback_tokens import CallbackSigner
 from app.durable import StepInfo
-from app.durable.errors import is_transient
 from steps.files import UploadedFile, upload_to_volume
-from steps.jobs import JobRun, submit_notebook
+from steps.jobs import JobRun, find_job_id, submit_notebook
 from steps.lakeflow import PipelineUpdate, UpdateState, pipeline_update_state, start_pipeline_update
+from steps.retryable import is_transient
 from steps.sql import QueryResult, StatementFailed, StatementTimeout, run_sql
 from steps.vector_search import IndexSync, sync_vector_index
 from tests import databricks_double as double_module
@@ -33,6 +33,7 @@ from tests.databricks_double import (
     RecordedRequest,
     api_error,
     no_content,
+    paged,
     recorded_chunk,
     recorded_pipeline_event,
     recorded_run,
@@ -58,6 +59,7 @@ CANCEL = "/api/2.0/sql/statements/{statement_id}/cancel"
 UPDATES = "/api/2.0/pipelines/{pipeline_id}/updates"
 UPDATE = "/api/2.0/pipelines/{pipeline_id}/updates/{update_id}"
 EVENTS = "/api/2.0/pipelines/{pipeline_id}/events"
+JOBS_LIST = "/api/2.2/jobs/list"
 SYNC = "/api/2.0/vector-search/indexes/{index_name}/sync"
 
 SIGNER = CallbackSigner("test-callback-secret-0123456789", "http://dara.test")
@@ -158,9 +160,7 @@ def test_submit_notebook_reexecuted_gets_back_the_first_run(
 
     first = submit_notebook(w, SIGNER, INFO, "/Workspace/Shared/dara/etl", {})
     again = submit_notebook(w, SIGNER, INFO, "/Workspace/Shared/dara/etl", {})
-    other = submit_notebook(
-        w, SIGNER, StepInfo("etl:4", "etl", INFO.deadline_ms), "/Workspace/Shared/dara/etl", {}
-    )
+    other = submit_notebook(w, SIGNER, StepInfo("etl:4", "etl", INFO.deadline_ms), "/Workspace/Shared/dara/etl", {})
 
     assert first == again
     assert other.run_id != first.run_id
@@ -187,15 +187,11 @@ def test_submit_notebook_passes_a_new_cluster_spec_in_its_json_shape(
     assert "existing_cluster_id" not in task
 
 
-def test_submit_notebook_refuses_two_kinds_of_compute(
-    databricks_double: DatabricksDouble, w: WorkspaceClient
-) -> None:
+def test_submit_notebook_refuses_two_kinds_of_compute(databricks_double: DatabricksDouble, w: WorkspaceClient) -> None:
     """Runs against the recorded-shape HTTP double (brickhouse lacks ``runs/submit``),
     to show that nothing is submitted."""
     with pytest.raises(ValueError, match="existing_cluster_id or new_cluster, not both"):
-        submit_notebook(
-            w, SIGNER, INFO, "/x", {}, existing_cluster_id="c", new_cluster={"num_workers": 1}
-        )
+        submit_notebook(w, SIGNER, INFO, "/x", {}, existing_cluster_id="c", new_cluster={"num_workers": 1})
     assert databricks_double.requests == []
 
 
@@ -290,9 +286,7 @@ def test_upload_refuses_a_path_outside_a_volume_before_sending_anything(
     assert databricks_double.requests == []
 
 
-def test_upload_puts_the_bytes_to_the_files_api(
-    databricks_double: DatabricksDouble, w: WorkspaceClient
-) -> None:
+def test_upload_puts_the_bytes_to_the_files_api(databricks_double: DatabricksDouble, w: WorkspaceClient) -> None:
     """Runs against the recorded-shape HTTP double: brickhouse lacks the Files API."""
     databricks_double.route("PUT", FILES, no_content())
     data = bytes(range(256)) * 4
@@ -317,9 +311,7 @@ def test_upload_sends_a_local_file_without_overwriting(
     source = tmp_path / "report.csv"
     source.write_text("id,name\n1,ada\n")
 
-    uploaded = upload_to_volume(
-        w, "/Volumes/main/default/landing/report.csv", local_path=str(source), overwrite=False
-    )
+    uploaded = upload_to_volume(w, "/Volumes/main/default/landing/report.csv", local_path=str(source), overwrite=False)
 
     request = databricks_double.only_request("PUT", FILES)
     assert request.query == {"overwrite": ["false"]}
@@ -327,9 +319,7 @@ def test_upload_sends_a_local_file_without_overwriting(
     assert uploaded.size == 14
 
 
-def test_upload_sends_text_as_utf8_and_counts_bytes(
-    databricks_double: DatabricksDouble, w: WorkspaceClient
-) -> None:
+def test_upload_sends_text_as_utf8_and_counts_bytes(databricks_double: DatabricksDouble, w: WorkspaceClient) -> None:
     """Runs against the recorded-shape HTTP double: brickhouse lacks the Files API."""
     databricks_double.route("PUT", FILES, no_content())
 
@@ -339,13 +329,9 @@ def test_upload_sends_text_as_utf8_and_counts_bytes(
     assert uploaded.size == 5
 
 
-def test_upload_surfaces_a_missing_volume_as_not_found(
-    databricks_double: DatabricksDouble, w: WorkspaceClient
-) -> None:
+def test_upload_surfaces_a_missing_volume_as_not_found(databricks_double: DatabricksDouble, w: WorkspaceClient) -> None:
     """Runs against the recorded-shape HTTP double: brickhouse lacks the Files API."""
-    databricks_double.route(
-        "PUT", FILES, api_error(404, "NOT_FOUND", "The volume main.default.nope does not exist.")
-    )
+    databricks_double.route("PUT", FILES, api_error(404, "NOT_FOUND", "The volume main.default.nope does not exist."))
 
     with pytest.raises(dbx.NotFound, match=r"main\.default\.nope does not exist"):
         upload_to_volume(w, "/Volumes/main/default/nope/x.csv", content=b"x")
@@ -424,9 +410,7 @@ def test_run_sql_polls_until_done_and_fetches_every_chunk(
     databricks_double.route(
         "GET",
         STATEMENT,
-        recorded_statement(
-            "01ef-bb", "SUCCEEDED", columns=[("n", "INT")], rows=[["1"], ["2"]], chunk_rows=[2, 1]
-        ),
+        recorded_statement("01ef-bb", "SUCCEEDED", columns=[("n", "INT")], rows=[["1"], ["2"]], chunk_rows=[2, 1]),
     )
     databricks_double.queue("GET", STATEMENT, recorded_statement("01ef-bb", "RUNNING"))
     databricks_double.route("GET", CHUNK, recorded_chunk(1, 2, [["3"]], has_next=False))
@@ -474,9 +458,7 @@ def test_run_sql_failed_because_the_warehouse_was_unavailable_is_transient(
     databricks_double.route(
         "GET",
         STATEMENT,
-        recorded_statement(
-            "01ef-dd", "FAILED", error=("TEMPORARILY_UNAVAILABLE", "Warehouse is restarting")
-        ),
+        recorded_statement("01ef-dd", "FAILED", error=("TEMPORARILY_UNAVAILABLE", "Warehouse is restarting")),
     )
 
     with pytest.raises(dbx.TemporarilyUnavailable, match="Warehouse is restarting") as raised:
@@ -616,14 +598,11 @@ def test_pipeline_update_state_of_a_failed_update_carries_its_error(
         state="FAILED",
         terminal=True,
         failed=True,
-        message="Update 9f8e7d is FAILED.\n"
-        "[TABLE_OR_VIEW_NOT_FOUND] main.raw.orders cannot be found.",
+        message="Update 9f8e7d is FAILED.\n[TABLE_OR_VIEW_NOT_FOUND] main.raw.orders cannot be found.",
     )
 
 
-def test_pipeline_update_state_of_a_canceled_update(
-    databricks_double: DatabricksDouble, w: WorkspaceClient
-) -> None:
+def test_pipeline_update_state_of_a_canceled_update(databricks_double: DatabricksDouble, w: WorkspaceClient) -> None:
     """Runs against the recorded-shape HTTP double: brickhouse lacks the Pipelines API."""
     databricks_double.route("GET", UPDATE, recorded_update(PIPELINE, UPDATE_ID, "CANCELED"))
 
@@ -691,16 +670,12 @@ def test_sync_vector_index_while_a_sync_runs_reports_none_started(
     assert synced.started is False
 
 
-def test_sync_vector_index_raises_other_bad_requests(
-    databricks_double: DatabricksDouble, w: WorkspaceClient
-) -> None:
+def test_sync_vector_index_raises_other_bad_requests(databricks_double: DatabricksDouble, w: WorkspaceClient) -> None:
     """Runs against the recorded-shape HTTP double: brickhouse lacks Vector Search."""
     databricks_double.route(
         "POST",
         SYNC,
-        api_error(
-            400, "INVALID_PARAMETER_VALUE", "Index main.default.direct is not a Delta Sync index."
-        ),
+        api_error(400, "INVALID_PARAMETER_VALUE", "Index main.default.direct is not a Delta Sync index."),
     )
 
     with pytest.raises(dbx.BadRequest, match="not a Delta Sync index"):
@@ -730,3 +705,50 @@ def test_the_double_answers_unrouted_requests_like_an_unknown_endpoint(
     with pytest.raises(dbx.NotFound, match=unknown):
         list(w.clusters.list())
     assert [r.path for r in databricks_double.requests] == ["/api/2.1/clusters/list"]
+
+
+# -- lists a step reads, a page at a time --------------------------------------------------
+
+
+def listed_job(job_id: int, name: str) -> dict[str, Any]:
+    """One item of ``GET /api/2.2/jobs/list``' ``jobs``."""
+    return {
+        "job_id": job_id,
+        "creator_user_name": "dara@example.com",
+        "created_time": 1_700_000_000_000,
+        "settings": {"name": name, "max_concurrent_runs": 1},
+    }
+
+
+def test_find_job_id_reads_every_page_of_jobs(databricks_double: DatabricksDouble, w: WorkspaceClient) -> None:
+    """Runs against the recorded-shape HTTP double, which pages as the Jobs API does: a
+    duplicate name on the second page must still be refused, not guessed past."""
+    jobs = [listed_job(job_id, "nightly") for job_id in (11, 12, 13)]
+    databricks_double.route("GET", JOBS_LIST, paged("jobs", jobs, page_size=2, has_more=True))
+
+    with pytest.raises(LookupError, match=re.escape("3 jobs are named 'nightly' (ids [11, 12, 13])")):
+        find_job_id(w, "nightly")
+
+    pages = databricks_double.requests_to("GET", JOBS_LIST)
+    assert [r.query.get("page_token") for r in pages] == [None, ["page-2"]]
+    assert all(r.query["name"] == ["nightly"] for r in pages)
+
+
+def test_a_failed_updates_error_is_found_on_a_later_page_of_events(
+    databricks_double: DatabricksDouble, w: WorkspaceClient
+) -> None:
+    """Runs against the recorded-shape HTTP double: newer events of other updates fill
+    the first page, and this update's error is on the second."""
+    others = [
+        recorded_pipeline_event(PIPELINE, f"other-{n}", level="ERROR", message=f"Update other-{n} is FAILED.")
+        for n in range(2)
+    ]
+    cause = "[TABLE_OR_VIEW_NOT_FOUND] main.raw.orders cannot be found."
+    mine = recorded_pipeline_event(PIPELINE, UPDATE_ID, level="ERROR", message="Update 9f8e7d is FAILED.", error=cause)
+    databricks_double.route("GET", UPDATE, recorded_update(PIPELINE, UPDATE_ID, "FAILED"))
+    databricks_double.route("GET", EVENTS, paged("events", [*others, mine], page_size=2))
+
+    result = pipeline_update_state(w, PIPELINE, UPDATE_ID)
+
+    assert result.message == f"Update 9f8e7d is FAILED.\n{cause}"
+    assert [r.query.get("page_token") for r in databricks_double.requests_to("GET", EVENTS)] == [None, ["page-2"]]
