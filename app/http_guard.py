@@ -19,9 +19,10 @@ its state, and the headers that keep its pages to themselves.
   that carry neither header -- curl, notebooks, scripts -- are not a browser's and pass.
 - **Headers** on every answer: no MIME sniffing, no referrer, no framing, and a
   Content-Security-Policy that allows nothing but inline styles and images from here.
-  FastAPI's ``/docs`` and ``/redoc`` load Swagger UI and ReDoc from a CDN and start them
-  with an inline script: they get a policy of exactly the files their HTML names and the
-  hash of that inline script.
+  The console's pages (``/ui``) may also run DARA's own script and style files and call
+  DARA's API, nothing inline. ``/docs`` and ``/redoc`` load Swagger UI and ReDoc from
+  DARA's own copies (app.console.assets) and start them with an inline script: they get
+  a policy of exactly the files their HTML names and the hash of that inline script.
 - **Redirects** FastAPI makes (a trailing slash) point at the host the request
   addressed; they are made relative, so even with ``*`` no answer sends a client to a
   host it named.
@@ -56,6 +57,13 @@ ANY_HOST_PATHS = frozenset({"/health"})
 
 STRICT_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+#: The console's pages (``/ui``): scripts and styles only from DARA's own files
+#: (app/static), never inline; their scripts may call DARA's API and nothing else.
+CONSOLE_PREFIX = "/ui"
+CONSOLE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 SECURITY_HEADERS = (
@@ -248,7 +256,7 @@ class HttpGuard:
             if message["type"] == "http.response.start":
                 message = _relative_redirect(message, host_header)
                 if docs_policy is None:
-                    await send(_with_headers(message, STRICT_CSP))
+                    await send(_with_headers(message, _page_policy(scope["path"])))
                 else:
                     held = message  # its policy depends on the page, which follows
                 return
@@ -296,9 +304,9 @@ class DocsPolicy:
 
 #: Swagger UI fetches the schema and, with "Try it out", the API itself (same origin).
 SWAGGER_POLICY = DocsPolicy(extra=())
-#: ReDoc runs its search in a Worker made from a blob, and its Google Fonts stylesheet
-#: loads the fonts from fonts.gstatic.com.
-REDOC_POLICY = DocsPolicy(extra=("worker-src blob:", "font-src https://fonts.gstatic.com"))
+#: ReDoc runs its search in a Worker made from a blob; it is served without Google Fonts
+#: (app.console.assets), so no other host is named.
+REDOC_POLICY = DocsPolicy(extra=("worker-src blob:",))
 
 
 class _PageAssets(HTMLParser):
@@ -368,6 +376,13 @@ def declare_responses(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _page_policy(path: str) -> str:
+    """The CSP of an answer that is not a docs page: the console's, or the strictest."""
+    if path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/"):
+        return CONSOLE_CSP
+    return STRICT_CSP
 
 
 def _changes_state(scope: Scope) -> bool:

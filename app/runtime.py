@@ -1,7 +1,7 @@
 """Everything the service holds while it runs, started and stopped in one place.
 
 The Resonate instance (with every pipeline registered and every step dependency
-inserted), the workspace client, the callback signer and, on embedded defaults, the
+provided, by app.wiring), the workspace client, the callback signer and, on embedded defaults, the
 local workspace. Built by the FastAPI lifespan; tests build it the same way.
 """
 
@@ -12,33 +12,38 @@ import contextlib
 import functools
 import logging
 import uuid
-import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from databricks.sdk import WorkspaceClient
 from resonate.resonate import Resonate
-from resonate.retry import Never
 from resonate.timing import now_ms
 from resonate_base.connections import Network
 
-import pipelines
-from app.callbacks import CallbackSigner, load_or_create_secret
-from app.durable import Pipeline, RunMeta, StepRetry, WaitDefaults
-from app.durable.run_meta import RUN_META
+from app.active_runs import ActiveRuns
+from app.callback_tokens import CallbackSigner, load_or_create_secret
+from app.durable import Pipeline, RunMeta, catalog
 from app.durable.in_process import InProcessServer
 from app.durable.lakebase import RotatingPassword, lakebase_credential
+from app.durable.retries import sdk_retry_policy
 from app.durable.run_index import InProcessRunIndex, PostgresRunIndex, RunIndex, SearchRunIndex
+from app.durable.run_meta import RUN_META
+from app.logs import bind_run
+from app.metrics import Metrics
+from app.services.run_status import links_host
 from app.settings import Settings
-from app.watchers import register_watchers
+from app.tracing import Tracing
+from app.wiring import service_pipelines, wire_runtime
 from app.workspace.client import workspace_client
 from app.workspace.deploy import deploy_demo
-from app.workspace.embedded import EmbeddedWorkspace
 from app.workspace.embedded_claim import EmbeddedClaim
 from steps.task_graph_root import TaskGraphRoot, WorkspaceRoot
 from steps.uploaded_files import UploadStore
+
+if TYPE_CHECKING:  # brickhouse comes with the `local` extra, which a Databricks App lacks
+    from app.workspace.embedded import EmbeddedWorkspace
 
 logger = logging.getLogger(__name__)
 
@@ -98,9 +103,9 @@ def build_resonate(settings: Settings, *, network: Network | None = None, pid: s
         ttl=IN_PROCESS_LEASE if isinstance(network, InProcessServer) else settings.lease,
         group=GROUP,
         pid=pid,
-        # Workflows never retry in the SDK; steps retry their transient failures
-        # themselves (app.durable.step). The SDK default would retry ~30 times.
-        retry_policy=Never(),
+        # Workflows never retry in the SDK; steps retry as they declare (app.durable.retries).
+        # The SDK default would retry ~30 times.
+        retry_policy=sdk_retry_policy(),
         env={},  # settings already read RESONATE_URL; don't let the SDK read it twice
     )
 
@@ -121,28 +126,35 @@ class Runtime:
     claim: EmbeddedClaim | None = None
     #: The connection to the backend (None: the SDK's own, to RESONATE_URL).
     network: Network | None = field(default=None, repr=False)
+    #: This runtime's Prometheus metrics (GET /metrics), in a registry of its own.
+    metrics: Metrics = field(default_factory=Metrics, repr=False)
+    #: OpenTelemetry spans, when OTEL_EXPORTER_OTLP_ENDPOINT is set and the otel extra installed.
+    tracing: Tracing | None = field(default=None, repr=False)
     _collector: asyncio.Task[None] | None = field(default=None, repr=False)
     #: Lists the backend's runs (app.durable.run_index); by default, the backend's own.
     run_index: RunIndex = None  # type: ignore[assignment]  # __post_init__ fills it in
-    _starting: weakref.WeakValueDictionary[str, asyncio.Lock] = field(
-        default_factory=weakref.WeakValueDictionary, repr=False
-    )
     #: Where task graphs are read (DARA_JOBS_ROOT), for routes and steps alike.
     task_graphs: TaskGraphRoot = field(init=False)
     #: Where their files may go in the workspace (DARA_NOTEBOOK_DIR).
     workspace_root: WorkspaceRoot = field(init=False)
     #: Uploaded files, by opaque handle, until their run has put them in a volume.
     uploads: UploadStore = field(init=False)
+    #: The workspace's active runs, listed once per DARA_WATCH_INTERVAL for every run watcher.
+    active_runs: ActiveRuns = field(init=False)
 
     def __post_init__(self) -> None:
         self.task_graphs = TaskGraphRoot(self.settings.jobs_root)
         self.workspace_root = WorkspaceRoot(self.settings.notebook_dir)
         self.uploads = UploadStore(self.settings.state_dir / "uploads")
+        self.active_runs = ActiveRuns(self.workspace, self.settings.watch_interval.total_seconds())
         if self.run_index is None:
-            self.run_index = run_index(self.settings, self.resonate, self.local_server)
+            self.run_index = run_index(self.settings, self.resonate, self.local_server, self.network)
 
     @classmethod
-    async def start(cls, settings: Settings, *, network: Network | None = None) -> Runtime:
+    async def start(
+        cls, settings: Settings, *, network: Network | None = None, pipelines: Iterable[Pipeline] | None = None
+    ) -> Runtime:
+        """Start everything for ``settings``; run ``pipelines`` (default: the service's own)."""
         if settings.postgres_dsn and not settings.resonate_url:
             from app.durable import postgres_schema  # psycopg: import on use, as resonate_pg
 
@@ -154,6 +166,8 @@ class Runtime:
         embedded = None
         if settings.uses_embedded_workspace:
             directory = settings.state_dir / "workspace"
+            from app.workspace.embedded import EmbeddedWorkspace  # the `local` extra
+
             embedded = await asyncio.to_thread(EmbeddedWorkspace(directory).start)
         claim = None
         try:
@@ -184,13 +198,16 @@ class Runtime:
                 "when it stops; set RESONATE_URL or DARA_POSTGRES_DSN to keep them"
             )
         runtime = cls(
-            settings, resonate, workspace, signer, pipelines.load(), embedded, local,
+            settings, resonate, workspace, signer,
+            service_pipelines() if pipelines is None else catalog(*pipelines), embedded, local,
             # resonate-pg (process_timeouts) and the Resonate server (v0.9.8) time every
             # pending wait out themselves; DARA's in-process server says so itself.
             backend_times_out=getattr(network, "times_out_waits", bool(settings.resonate_url or settings.postgres_dsn)),
+            network=network,  # before __post_init__: the run index lists on its pool
         )
         runtime.claim = claim
-        runtime.network = network
+        runtime.tracing = Tracing.configure(settings)
+        runtime.metrics.count_databricks_errors(workspace)
         runtime.wire()
         runtime._collector = asyncio.create_task(runtime.collect_old_runs(), name="dara-run-retention")
         # Uploads a run never took (the service stopped first) outlive no run's deadline.
@@ -200,21 +217,8 @@ class Runtime:
         return runtime
 
     def wire(self) -> None:
-        """Register pipelines and the dependencies steps ask for by type."""
-        for pipeline in self.pipelines.values():
-            self.resonate.register(pipeline.durable, name=pipeline.name)
-        register_watchers(self.resonate)
-        for dependency in (
-            self.workspace,
-            self.signer,
-            self.settings,
-            StepRetry(self.settings.step_retries, self.settings.step_retry_delay),
-            WaitDefaults(self.settings.callback_timeout, backend_times_out=self.backend_times_out),
-            self.task_graphs,
-            self.workspace_root,
-            self.uploads,
-        ):
-            self.resonate.with_dependency(dependency)
+        """Register pipelines, watchers and what steps are given (app.wiring)."""
+        wire_runtime(self)
 
     async def backend_problem(self) -> str | None:
         """What is wrong with the backend now, for /health; None if nothing (or it cannot tell)."""
@@ -223,36 +227,35 @@ class Runtime:
 
     @property
     def workspace_host(self) -> str:
-        """The workspace's URL, which links to its runs are built from."""
-        return self.workspace.config.host or ""
+        """The host links to the workspace's runs are built on (app.services.run_status.links_host)."""
+        return links_host(self.settings, self.workspace.config.host)
 
     def may_cancel(self, user: str, started_by: str) -> bool:
         """Whether ``user`` may cancel a run ``started_by`` started: its owner or an admin."""
         return user == started_by or user in self.settings.admins
 
-    def starting(self, run_id: str) -> asyncio.Lock:
-        """A lock held while a request checks for and starts ``run_id``."""
-        lock = self._starting.get(run_id)
-        if lock is None:
-            lock = self._starting[run_id] = asyncio.Lock()
-        return lock
-
     async def start_run(
         self, run_id: str, pipeline: Pipeline, params: dict[str, Any], *, started_by: str
-    ) -> None:
+    ) -> RunMeta:
         """Start ``pipeline`` as ``run_id`` for ``started_by``; returns once its root promise exists.
 
         Starting an id that exists already is a no-op: Resonate dedupes on the id, and
-        the run keeps the facts (owner, incarnation) of its first start.
+        the run keeps the facts (owner, incarnation) of its first start. Returns the facts
+        this start offered: the run is this start's if its incarnation is theirs.
         """
         deadline: timedelta = pipeline.deadline or self.settings.run_deadline
-        meta = {RUN_META: RunMeta.new(started_by).as_kwarg()}
+        facts = RunMeta.new(started_by)
+        meta = {RUN_META: facts.as_kwarg()}
+        bind_run(run_id)  # the rest of this request's log lines are about this run
         with eager_tasks() if self.local_server is not None else contextlib.nullcontext():
             handle = self.resonate.options(timeout=deadline).run(run_id, pipeline.durable, **params, **meta)
         await handle.id()
+        return facts
 
-    async def collect_old_runs(self, every: float = COLLECT_EVERY_SECONDS) -> None:
-        """Delete runs that ended more than DARA_RUN_RETENTION ago: at start, then every ``every`` s."""
+    async def collect_old_runs(self, every: float | None = None) -> None:
+        """Delete runs that ended more than DARA_RUN_RETENTION ago: at start, then every
+        ``every`` s (default COLLECT_EVERY_SECONDS, read now, so a test can shorten it)."""
+        every = COLLECT_EVERY_SECONDS if every is None else every
         while True:
             cutoff = now_ms() - int(self.settings.run_retention.total_seconds() * 1000)
             try:
@@ -274,14 +277,19 @@ class Runtime:
                 await asyncio.to_thread(self.embedded.stop)
             if self.claim is not None:
                 await self.claim.release()
+            if self.tracing is not None:  # export the spans still buffered
+                await asyncio.to_thread(self.tracing.shutdown)
 
 
-def run_index(settings: Settings, resonate: Resonate, local: InProcessServer | None) -> RunIndex:
+def run_index(
+    settings: Settings, resonate: Resonate, local: InProcessServer | None, network: Network | None = None
+) -> RunIndex:
     """How this backend lists its runs: it cannot always be asked (app.durable.run_index)."""
     if local is not None:
         return InProcessRunIndex(local)
-    if settings.postgres_dsn and not settings.resonate_url:
-        return PostgresRunIndex(settings.postgres_dsn, postgres_password(settings))
+    sessions = getattr(network, "sessions", None)  # app.durable.postgres_backend.PostgresBackend's pool
+    if settings.postgres_dsn and not settings.resonate_url and sessions is not None:
+        return PostgresRunIndex(sessions)
     return SearchRunIndex(resonate)
 
 

@@ -5,6 +5,10 @@ With ``DARA_API_TOKEN`` set, every route except ``GET /health`` and the callback
 ``Authorization: Bearer <token>``: 401 without one, 403 with a wrong one. The token is
 compared in constant time, and no answer or log line ever repeats it.
 
+A browser cannot send that header, so the console (``/ui``) signs in once with the
+token (``/ui/login``) and then carries a session cookie derived from it, which stands
+for the token on every route the token opens.
+
 With ``DARA_TRUST_FORWARDED_USER=true`` (a Databricks App, whose proxy signs users in
 and sets ``X-Forwarded-Email`` / ``X-Forwarded-User``), a request carrying those
 headers is accepted as that user without the token. The headers are only as good as
@@ -49,6 +53,9 @@ _bearer = HTTPBearer(
     description="`Authorization: Bearer <DARA_API_TOKEN>`",
 )
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+#: The console's session cookie: this browser was given DARA_API_TOKEN once, on
+#: /ui/login. HttpOnly and SameSite=Strict: no script reads it, no other site sends it.
+SESSION_COOKIE = "dara_console"
 
 
 @dataclass(frozen=True, repr=False)
@@ -107,7 +114,22 @@ class ApiAccess:
                 return _printable(value)
         return None  # unreachable: a required header was non-empty
 
+    def session_for(self, token: str) -> str | None:
+        """The console's session cookie value for a browser that typed ``token``, or None
+        if it is not DARA_API_TOKEN (app.routers.console_login)."""
+        if self.token_digest is None or not hmac.compare_digest(_digest(token.strip()), self.token_digest):
+            return None
+        return _session_value(self.token_digest)
+
+    def _has_session(self, request: Request) -> bool:
+        cookie = request.cookies.get(SESSION_COOKIE)
+        return bool(cookie) and self.token_digest is not None and hmac.compare_digest(
+            cookie.encode(), _session_value(self.token_digest).encode()
+        )
+
     def _token_user(self, request: Request, credentials: HTTPAuthorizationCredentials | None) -> str:
+        if (credentials is None or not credentials.credentials) and self._has_session(request):
+            return TOKEN_USER  # a browser that signed in to the console with the token
         if credentials is None or not credentials.credentials:
             sent = (
                 "an Authorization header that is not `Bearer <token>`"
@@ -199,6 +221,12 @@ def _query_key(key: str) -> str:
             break
         key = decoded
     return key.strip().lower()
+
+
+def _session_value(token_digest: bytes) -> str:
+    """Derived from the token, so it is never the token itself, and changing
+    DARA_API_TOKEN signs every browser out."""
+    return hmac.new(token_digest, b"dara console session", hashlib.sha256).hexdigest()
 
 
 def _digest(token: str) -> bytes:

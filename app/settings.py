@@ -12,7 +12,7 @@ import os
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, model_validator
@@ -62,6 +62,15 @@ class Settings(BaseSettings):
     # -- where the service listens, and where notebooks call it back ----------
     host: str = "127.0.0.1"
     port: int = 8000
+    apps_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        validation_alias=AliasChoices("DATABRICKS_APP_PORT", "apps_port"),
+        description="The port the Databricks Apps runtime tells the app to listen on; when set, "
+        "DARA listens there on 0.0.0.0 (the Apps proxy reaches it over the network), whatever "
+        "DARA_HOST and DARA_PORT say.",
+    )
     public_url: str | None = Field(
         default=None,
         description="Base URL notebooks use to call POST /resolve "
@@ -104,6 +113,13 @@ class Settings(BaseSettings):
         description="Seconds without a successful timer tick on Postgres after which DARA logs "
         "an alert and GET /health answers 503.",
     )
+    lakebase_host: str | None = Field(
+        default=None,
+        description="Host of the Lakebase instance, from a Databricks App's database resource "
+        "(valueFrom). With it and no DARA_POSTGRES_DSN, the DSN is that host, and libpq takes "
+        "the database, user, port and SSL mode from PGDATABASE, PGUSER, PGPORT and PGSSLMODE, "
+        "which the Apps runtime sets for the resource. Needs DARA_LAKEBASE_INSTANCE.",
+    )
     lakebase_instance: str | None = Field(
         default=None,
         description="Lakebase database instance whose OAuth credential (renewed before it expires, "
@@ -131,7 +147,22 @@ class Settings(BaseSettings):
         default="/Workspace/Shared/dara",
         description="Workspace folder the notebooks in notebooks/ are imported into.",
     )
-    demo_job_name: str = "dara-demo"
+    export_config_path: str = Field(
+        default="/Workspace/Shared/dara/export/config.yml",
+        pattern=r"^/(Workspace|Users|Shared)/[^\x00]*\.ya?ml$",
+        description="Workspace file the console's export config (config.yml) is loaded from and saved to.",
+    )
+    export_start_path: str = Field(
+        default="/Workspace/Shared/dara/exports",
+        pattern=r"^/(Workspace|Users|Shared)/",
+        description="Default v_start_path of a new export config: where exports are written.",
+    )
+    demo_job_name: str = Field(
+        default="dara-demo",
+        validation_alias=AliasChoices("DARA_DEMO_JOB_ID", "DARA_DEMO_JOB_NAME", "demo_job_name"),
+        description="The demo job GET /run starts, by name or id (a Databricks App gets the id "
+        "from its job resource as DARA_DEMO_JOB_ID).",
+    )
     jobs_root: Path = Field(
         default=PROJECT_ROOT / "examples",
         description="Folder under which POST /jobs/deploy and GET /jobs/preview read task graphs.",
@@ -198,14 +229,44 @@ class Settings(BaseSettings):
     callback_timeout: Duration = Field(
         default=timedelta(hours=12), description="How long a pipeline waits for a notebook."
     )
+    watch_interval: Duration = Field(
+        default=timedelta(seconds=50),
+        gt=timedelta(0),
+        description="How often run watchers look at their Databricks runs, and how old the one "
+        "listing of the workspace's active runs they share may get (ISO 8601 or seconds). A run "
+        "that ends without calling back is noticed within two intervals and a 5 s grace period.",
+    )
+    repair_window: Duration = Field(
+        default=timedelta(0),
+        ge=timedelta(0),
+        description="How long after a Databricks run ended FAILED or TIMEDOUT without calling back "
+        "its wait is kept open, so POST /runs/{id}/repair can rerun the failed tasks (ISO 8601 or "
+        "seconds). 0: the wait fails at once, as without repair.",
+    )
     run_retention: Duration = Field(
         default=timedelta(days=7),
-        description="How long a finished run stays readable on Postgres before DARA deletes it "
-        "(checked at start and hourly; ISO 8601 or seconds).",
+        description="How long a finished run stays readable on Postgres or the in-process server "
+        "before DARA deletes it (checked at start and hourly; ISO 8601 or seconds).",
     )
     step_retries: int = Field(default=3, description="Retries of a step's transient failures.")
     step_retry_delay: float = Field(
         default=2.0, description="First retry delay in seconds; doubles on each retry."
+    )
+
+    # -- observability (GET /metrics needs no setting) ---------------------------------
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Log lines as text, or as one JSON object a line carrying the request and run ids.",
+    )
+    otel_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT", "DARA_OTEL_ENDPOINT"),
+        description="OTLP collector to export traces to (needs the otel extra); unset means no traces.",
+    )
+    otel_protocol: Literal["http/protobuf", "grpc"] = Field(
+        default="http/protobuf",
+        validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_PROTOCOL", "DARA_OTEL_PROTOCOL"),
+        description="OTLP transport of the trace exporter.",
     )
 
     # -- notifications -------------------------------------------------------------
@@ -229,6 +290,27 @@ class Settings(BaseSettings):
     smtp_starttls: bool = Field(
         default=True, description="Upgrade the SMTP connection with STARTTLS before logging in."
     )
+
+    @model_validator(mode="after")
+    def _listen_where_the_apps_runtime_says(self) -> Settings:
+        if self.apps_port is not None:
+            # An App must listen on all interfaces: the Apps proxy is not on its loopback.
+            self.host, self.port = "0.0.0.0", self.apps_port  # noqa: S104
+        return self
+
+    @model_validator(mode="after")
+    def _postgres_from_the_apps_database_resource(self) -> Settings:
+        if self.lakebase_host and not self.postgres_dsn:
+            if not self.lakebase_instance:
+                msg = (
+                    "DARA_LAKEBASE_HOST is set without DARA_LAKEBASE_INSTANCE: name the Lakebase "
+                    "instance, whose OAuth credential is the password"
+                )
+                raise ValueError(msg)
+            from psycopg.conninfo import make_conninfo  # psycopg comes with resonate-pg
+
+            self.postgres_dsn = make_conninfo("", host=self.lakebase_host)
+        return self
 
     @model_validator(mode="after")
     def _forwarded_user_needs_the_apps_proxy(self) -> Settings:

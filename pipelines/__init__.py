@@ -1,16 +1,32 @@
-"""DARA's pipelines: one module each. Defining a pipeline in a new module here is all it
-takes to register it with the service and list it under ``GET /pipelines``."""
+"""DARA's pipelines, one module each, and the list of those the service runs.
+
+A pipeline exists for the service once it is listed in :data:`PIPELINES`: declaring one
+(``@pipeline``) registers nothing. The service registers this list with Resonate
+(app.wiring) and lists it under ``GET /pipelines``. Modules that are not pipelines hold
+what several share (``job_callback``).
+"""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
+from app.durable import Pipeline
 
-from app.durable import REGISTRY, Pipeline
+# The modules, not their pipelines, are imported by name here: ``pipelines.notebook_job``
+# stays the module (tests patch names in it), its pipeline is ``notebook_job.notebook_job``.
+from pipelines import (
+    deploy_and_run,
+    export_workflows,
+    lakeflow_refresh,
+    notebook_job,
+    sql_then_job,
+    upload_and_process,
+)
 
-
-def load() -> dict[str, Pipeline]:
-    """Import every module of this package, so each ``@pipeline`` registers itself."""
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
-    return dict(REGISTRY)
+#: Every pipeline the service runs. A new pipeline is added here.
+PIPELINES: tuple[Pipeline, ...] = (
+    notebook_job.notebook_job,
+    upload_and_process.upload_and_process,
+    sql_then_job.sql_then_job,
+    lakeflow_refresh.lakeflow_refresh,
+    deploy_and_run.deploy_and_run,
+    export_workflows.export_workflows,
+)

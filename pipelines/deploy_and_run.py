@@ -8,7 +8,8 @@ from typing import Any
 from databricks.sdk.service.jobs import JobSettings
 
 from app.durable import Context, pipeline
-from steps.jobs import run_job, upsert_job
+from pipelines.job_callback import run_job_and_wait
+from steps.jobs import upsert_job
 from steps.workspace_files import upload_task_files
 
 
@@ -34,13 +35,8 @@ def deploy_and_run(
     job_id = yield ctx.run(upsert_job, JobSettings.from_dict(job))
     if not run:
         return {"job_id": job_id}
-    done = ctx.promise()
-    promise_id = yield done.id()
+    # Without the callback cell in its notebooks, the run's end settles the wait.
+    started, value = yield from run_job_and_wait(ctx, str(job_id), {}, callback=callback)
     if callback:
-        started = yield ctx.run(run_job, str(job_id), {}, callback_to=promise_id)
-        yield ctx.watch(started, promise_id)
-        return {"job_id": job_id, "url": started.url, "value": (yield done)}
-    started = yield ctx.run(run_job, str(job_id), {})
-    yield ctx.watch(started, promise_id, settle=True)  # plain notebooks: the run's end settles it
-    report = yield done
-    return {"job_id": job_id, "url": started.url, **report}
+        return {"job_id": job_id, "url": started.url, "value": value}
+    return {"job_id": job_id, "url": started.url, **value}

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from app.durable import Context, pipeline
-from steps.jobs import run_job
+from pipelines.job_callback import run_job_and_wait
 from steps.lakeflow import pipeline_update_state, start_pipeline_update
 from steps.notify import notify
 
@@ -43,12 +43,8 @@ def lakeflow_refresh(
     if state.state != "COMPLETED":
         msg = f"Lakeflow update {update.update_id} ended {state.state}: {state.message}"
         raise UpdateFailed(f"{msg}; see {update.url}")
-    done = ctx.promise()
-    promise_id = yield done.id()
     tables = {"pipeline_id": pipeline_id, "update_id": update.update_id}
-    run = yield ctx.run(run_job, job, tables, callback_to=promise_id)
-    yield ctx.watch(run, promise_id)  # fails `done` if the run ends without calling back
-    value = yield done
+    run, value = yield from run_job_and_wait(ctx, job, tables)
     details = {"update": update.url, "run": run.url, "value": value}
     message = f"{job} finished after update {update.update_id}: run {run.run_id}"
     yield ctx.run(notify, message, details)

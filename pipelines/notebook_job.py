@@ -7,7 +7,7 @@ from typing import Any
 
 from app.durable import Context, pipeline
 from app.durable.params import CallbackUrl
-from steps.jobs import run_job
+from pipelines.job_callback import run_job_and_wait
 from steps.notify import notify
 
 
@@ -23,10 +23,6 @@ def notebook_job(
     `job` is a job name or id, `params` its notebook parameters, and `url` the base URL
     the notebook calls back (default: DARA_PUBLIC_URL; else one of DARA_CALLBACK_URLS).
     """
-    done = ctx.promise()
-    promise_id = yield done.id()
-    run = yield ctx.run(run_job, job, params or {}, callback_to=promise_id, callback_url=url)
-    yield ctx.watch(run, promise_id)  # fails `done` if the run ends without calling back
-    value = yield done
+    run, value = yield from run_job_and_wait(ctx, job, params or {}, url=url)
     yield ctx.run(notify, f"{job} finished: run {run.run_id}", {"run": run.url, "value": value})
     return value

@@ -7,7 +7,7 @@ from collections.abc import Generator
 from typing import Any
 
 from app.durable import Context, pipeline
-from steps.jobs import run_job
+from pipelines.job_callback import run_job_and_wait
 from steps.notify import notify
 from steps.sql import run_sql
 
@@ -27,12 +27,7 @@ def sql_then_job(
     so the query should aggregate or LIMIT; bigger results belong in a table.
     """
     result = yield ctx.run(run_sql, warehouse_id, statement)
-    done = ctx.promise()
-    promise_id = yield done.id()
-    rows = json.dumps(result.rows)
-    run = yield ctx.run(run_job, job, {param: rows}, callback_to=promise_id)
-    yield ctx.watch(run, promise_id)  # fails `done` if the run ends without calling back
-    value = yield done
+    run, value = yield from run_job_and_wait(ctx, job, {param: json.dumps(result.rows)})
     details = {"run": run.url, "rows": result.row_count, "value": value}
     yield ctx.run(notify, f"{job} finished on {result.row_count} rows: run {run.run_id}", details)
     return value

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from app.durable import Context, pipeline
-from steps.jobs import run_job
+from pipelines.job_callback import run_job_and_wait
 from steps.notify import notify
 from steps.uploaded_files import HANDLE_PATTERN, discard_upload, upload_saved_file
 from steps.vector_search import sync_vector_index
@@ -47,12 +47,7 @@ def upload_and_process(
         yield ctx.run(discard_upload, upload, ctx.run_id)  # no later step will take it
         raise
     yield ctx.run(discard_upload, upload, ctx.run_id)  # the volume has it: the step's record says so
-    done = ctx.promise()
-    promise_id = yield done.id()
-    notebook_params = {**(params or {}), "file": uploaded.path}
-    run = yield ctx.run(run_job, job, notebook_params, callback_to=promise_id)
-    yield ctx.watch(run, promise_id)  # fails `done` if the run ends without calling back
-    value = yield done
+    run, value = yield from run_job_and_wait(ctx, job, {**(params or {}), "file": uploaded.path})
     details: dict[str, Any] = {"run": run.url, "file": uploaded.path, "value": value}
     if index is not None:
         synced = yield ctx.run(sync_vector_index, index)

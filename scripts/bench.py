@@ -20,7 +20,7 @@ steps do nothing (no Databricks). Both sides run it the same way:
   no framework.
 * **dara**: the DARA service in its own process (uvicorn, embedded defaults,
   ``deploy_on_start`` off) with a ``@pipeline`` generator of the same shape,
-  defined before the service starts so it registers. Runs are started with
+  handed to the service beside its own pipelines. Runs are started with
   ``POST /runs`` and resolved with ``POST /resolve`` (HMAC token) from this
   process over keep-alive HTTP/1.1 connections, ``--concurrency`` requests in
   flight. DARA runs on its own in-process server (app.durable.in_process), which
@@ -56,7 +56,11 @@ import uuid
 from collections.abc import Awaitable, Callable, Generator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from app.durable import Pipeline
+    from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,7 +77,7 @@ except ImportError:  # pragma: no cover - depends on how the script was started
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from app.callbacks import CallbackSigner  # noqa: E402 -- after the venv re-exec above
+from app.callback_tokens import CallbackSigner  # after the venv re-exec above
 
 PIPELINE = "bench_step_promise_step"
 DEFAULT_SIZES = (100, 1000, 5000)
@@ -315,9 +319,7 @@ async def measure(driver: Driver, n: int, concurrency: int, progress: Progress, 
     await driver.profile("start")
 
     # 1. Start N runs, `concurrency` at a time; then wait until all are suspended.
-    start_sent, start_done = await pool(
-        ids, driver.start, concurrency, lambda k: progress("start", k, n)
-    )
+    start_sent, start_done = await pool(ids, driver.start, concurrency, lambda k: progress("start", k, n))
     t0 = min(start_sent.values())
     t_started = max(start_done.values())
     await wait_all(driver, ids, "suspended", progress, "suspend")
@@ -439,7 +441,7 @@ async def sdk_side(args: argparse.Namespace, progress: Progress) -> dict[str, An
         resonate = Resonate(network=network, group=group, pid=pid, retry_policy=Never(), env={})
     else:
         if args.sdk_on_dara_server:
-            from app.durable.in_process import InProcessServer as LocalConnection  # noqa: N814
+            from app.durable.in_process import InProcessServer as LocalConnection
         local = LocalConnection(pid=pid, group=group)
         resonate = Resonate(network=local, group=group, pid=pid, retry_policy=Never(), env={})
     resonate.register(bench_step_promise_step, name=PIPELINE)
@@ -477,8 +479,8 @@ async def sdk_side(args: argparse.Namespace, progress: Progress) -> dict[str, An
 # =====================================================================================
 
 
-def define_dara_pipeline(step_kind: str) -> None:
-    """The same workflow as a DARA ``@pipeline``; must run before the service starts."""
+def define_dara_pipeline(step_kind: str) -> "Pipeline":
+    """The same workflow as a DARA ``@pipeline``, for the service to run."""
     from app.durable import Context, pipeline
 
     if step_kind == "sync":  # what DARA steps are: plain functions, run in a worker thread
@@ -507,6 +509,24 @@ def define_dara_pipeline(step_kind: str) -> None:
         yield ctx.run(bench_second, ctx.run_id, value)
         return value
 
+    return bench_step_promise_step
+
+
+def bench_settings(state_dir: Path, **overrides: Any) -> "Settings":
+    """The service's settings for a benchmark: embedded defaults, whatever an ``.env`` file
+    or the environment says about backends and Databricks left out, then ``overrides``."""
+    from app.settings import Settings
+
+    values: dict[str, Any] = {
+        "state_dir": state_dir,
+        "resonate_url": None,
+        "postgres_dsn": None,
+        "databricks_host": None,
+        "databricks_profile": None,
+        "notify_webhook_url": None,
+    }
+    return Settings(_env_file=None, **(values | overrides))  # type: ignore[call-arg]
+
 
 def dara_server(args: argparse.Namespace) -> None:
     """Serve DARA on a free loopback port; print one JSON line with its URL when ready."""
@@ -516,9 +536,8 @@ def dara_server(args: argparse.Namespace) -> None:
     from fastapi import APIRouter, Request
     from pydantic import BaseModel
 
-    define_dara_pipeline(args.step_kind)
     from app.main import create_app
-    from tests.harness import make_settings
+    from pipelines import PIPELINES
 
     overrides: dict[str, Any] = {"deploy_on_start": False, "callback_secret": CALLBACK_SECRET}
     if args.resonate_url:
@@ -529,8 +548,8 @@ def dara_server(args: argparse.Namespace) -> None:
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    settings = make_settings(Path(args.state_dir), **overrides).model_copy(update={"port": port, "public_url": url})
-    app = create_app(settings)
+    settings = bench_settings(Path(args.state_dir), **overrides).model_copy(update={"port": port, "public_url": url})
+    app = create_app(settings, pipelines_to_run=(*PIPELINES, define_dara_pipeline(args.step_kind)))
     profiling = Profiling(args.profile, args.profile_path)
     probes: dict[int, Probe] = {}
 
@@ -565,7 +584,13 @@ def dara_server(args: argparse.Namespace) -> None:
     app.include_router(bench)
     # As tests/harness.py runs it: no per-request access log lines.
     server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", lifespan="on", loop="auto" if args.loop == "shipped" else args.loop, http=args.http)
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            lifespan="on",
+            loop="auto" if args.loop == "shipped" else args.loop,
+            http=args.http,
+        )
     )
 
     def announce() -> None:
@@ -689,7 +714,7 @@ class DaraDriver(Driver):
 async def dara_side(args: argparse.Namespace, n: int, backend: dict[str, str], progress: Progress) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="dara-bench-") as state_dir:
         command = [*side_command(args, "dara-server", n, backend), "--state-dir", state_dir]
-        server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)  # noqa: ASYNC220 -- starts it, does not wait
         try:
             line = await asyncio.to_thread(server.stdout.readline)
             if not line:
@@ -781,7 +806,9 @@ class Bar:
             sys.stderr.flush()
 
 
-async def sdk_subprocess(args: argparse.Namespace, n: int, backend: dict[str, str], progress: Progress) -> dict[str, Any]:
+async def sdk_subprocess(
+    args: argparse.Namespace, n: int, backend: dict[str, str], progress: Progress
+) -> dict[str, Any]:
     proc = await asyncio.create_subprocess_exec(
         *side_command(args, "sdk", n, backend), stdout=asyncio.subprocess.PIPE, cwd=ROOT
     )
@@ -859,7 +886,7 @@ def table(
     """The side-by-side table; with ``rounds``, also each round's ratio (round k against round k)."""
     each = " each round (x) |" if rounds else ""
     lines = [
-        "| figure | unit | bare SDK | DARA | DARA cost (x) | <= %.2fx |%s" % (goal, each),
+        f"| figure | unit | bare SDK | DARA | DARA cost (x) | <= {goal:.2f}x |{each}",
         "| --- | --- | ---: | ---: | ---: | :---: |" + (" ---: |" if rounds else ""),
     ]
     for key, label, unit, better in rows(bool(sdk.get("idle_s"))):
@@ -944,13 +971,17 @@ async def orchestrate(args: argparse.Namespace) -> int:
     if max(sizes) > 2000 and not args.sdk_on_dara_server and "sdk" in args.sides:
         sys.stderr.write(
             "note: the SDK's own in-process server costs O(N) per request, so its side takes minutes\n"
-            "      at N=%d (~5 min at 5000 on 2 cores); DARA's in-process server is linear.\n" % max(sizes)
+            f"      at N={max(sizes)} (~5 min at 5000 on 2 cores); DARA's in-process server is linear.\n"
         )
     results: list[dict[str, Any]] = []
     began = time.monotonic()
     print(f"# DARA vs bare Resonate SDK -- {time.strftime('%Y-%m-%d')}, {machine()}")
     print(f"# command: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}")
-    print("# load average before: %.2f %.2f %.2f (other work on this machine skews the timings)" % os.getloadavg())
+    print(
+        "# load average before: {:.2f} {:.2f} {:.2f} (other work on this machine skews the timings)".format(
+            *os.getloadavg()
+        )
+    )
     for backend in backends:
         for n in sizes:
             bar = Bar()
@@ -995,21 +1026,62 @@ async def orchestrate(args: argparse.Namespace) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, action="append", help="runs per size (repeat for several; default 100, 1000, 5000)")
-    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="starts/resolves in flight (default %(default)s)")
+    parser.add_argument(
+        "--n", type=int, action="append", help="runs per size (repeat for several; default 100, 1000, 5000)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="starts/resolves in flight (default %(default)s)"
+    )
     parser.add_argument("--resonate-url", help="also run both sides against this Resonate server")
     parser.add_argument("--postgres-dsn", help="also run both sides against this Postgres (resonate-pg schema)")
-    parser.add_argument("--step-kind", choices=("sync", "async"), default="sync", help="no-op steps as plain functions (DARA: worker thread) or async def")
+    parser.add_argument(
+        "--step-kind",
+        choices=("sync", "async"),
+        default="sync",
+        help="no-op steps as plain functions (DARA: worker thread) or async def",
+    )
     parser.add_argument("--sides", default="sdk,dara", help="which sides to run (default %(default)s)")
-    parser.add_argument("--loop", choices=("shipped", "asyncio", "uvloop"), default="shipped", help="event loops: 'shipped' (default) runs each side as its users would, DARA on uvicorn's choice (uvloop, installed with DARA) and the SDK on asyncio.run; 'asyncio' or 'uvloop' runs both on that loop")
-    parser.add_argument("--http", choices=("auto", "h11", "httptools"), default="auto", help="uvicorn's HTTP parser for DARA (default %(default)s: httptools if installed, as `python -m app`)")
-    parser.add_argument("--repeat", type=int, default=1, help="rounds per side, sides alternating; the table shows each figure's median (default %(default)s)")
-    parser.add_argument("--goal", type=float, default=1.25, help="the DARA/SDK cost ratio to meet (default %(default)s)")
-    parser.add_argument("--profile", choices=("cprofile", "pyinstrument"), help="profile the measured process during the measured phases")
+    parser.add_argument(
+        "--loop",
+        choices=("shipped", "asyncio", "uvloop"),
+        default="shipped",
+        help="event loops: 'shipped' (default) runs each side as its users would, DARA on uvicorn's choice (uvloop, installed with DARA) and the SDK on asyncio.run; 'asyncio' or 'uvloop' runs both on that loop",
+    )
+    parser.add_argument(
+        "--http",
+        choices=("auto", "h11", "httptools"),
+        default="auto",
+        help="uvicorn's HTTP parser for DARA (default %(default)s: httptools if installed, as `python -m app`)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds per side, sides alternating; the table shows each figure's median (default %(default)s)",
+    )
+    parser.add_argument(
+        "--goal", type=float, default=1.25, help="the DARA/SDK cost ratio to meet (default %(default)s)"
+    )
+    parser.add_argument(
+        "--profile",
+        choices=("cprofile", "pyinstrument"),
+        help="profile the measured process during the measured phases",
+    )
     parser.add_argument("--profile-dir", default="bench-profiles", help="where --profile writes (default %(default)s)")
-    parser.add_argument("--count-requests", action="store_true", help="count the in-process server's requests per run, by kind")
-    parser.add_argument("--sdk-on-dara-server", action="store_true", help="run the bare SDK on DARA's in-process server (app.durable.in_process) instead of its own LocalConnection: the framework's cost alone")
-    parser.add_argument("--idle", type=float, default=0, help="also hold the N runs suspended this many seconds and measure the CPU they cost meanwhile")
+    parser.add_argument(
+        "--count-requests", action="store_true", help="count the in-process server's requests per run, by kind"
+    )
+    parser.add_argument(
+        "--sdk-on-dara-server",
+        action="store_true",
+        help="run the bare SDK on DARA's in-process server (app.durable.in_process) instead of its own LocalConnection: the framework's cost alone",
+    )
+    parser.add_argument(
+        "--idle",
+        type=float,
+        default=0,
+        help="also hold the N runs suspended this many seconds and measure the CPU they cost meanwhile",
+    )
     parser.add_argument("--json", help="also write the raw figures to this file")
     parser.add_argument("--role", choices=("sdk", "dara-server"), help=argparse.SUPPRESS)
     parser.add_argument("--state-dir", help=argparse.SUPPRESS)
@@ -1049,6 +1121,7 @@ def main() -> int:
         else:
             emit({"result": asyncio.run(sdk_side(args, progress))})
         return 0
+
     def interrupted(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt  # unwinds through dara_side's `finally`, which stops the service
 

@@ -14,7 +14,8 @@ from typing import Any
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.service import compute, sql
 
-from app.durable import StepInfo
+from steps.injected import StepIdentity
+from steps.retryable import DATABRICKS, retried
 
 #: Custom tag carrying the creating step's idempotency token (not named ``*_token``:
 #: some workspaces refuse tag names that look like credentials).
@@ -39,7 +40,8 @@ class ComputeStatus:
     message: str = ""
 
 
-def create_cluster(w: WorkspaceClient, info: StepInfo, spec: dict[str, Any]) -> str:
+@retried(DATABRICKS)
+def create_cluster(w: WorkspaceClient, info: StepIdentity, spec: dict[str, Any]) -> str:
     """Create an all-purpose cluster from a Clusters API spec; returns its id.
 
     Clusters have no idempotency token, so the step tags the cluster with its own and,
@@ -64,6 +66,7 @@ def _tagged_cluster(w: WorkspaceClient, token: str) -> str | None:
     return None
 
 
+@retried(DATABRICKS)
 def update_cluster(w: WorkspaceClient, cluster_id: str, spec: dict[str, Any]) -> None:
     """Replace a cluster's configuration (the Clusters API ``edit``: a full spec).
 
@@ -76,6 +79,7 @@ def update_cluster(w: WorkspaceClient, cluster_id: str, spec: dict[str, Any]) ->
     w.clusters.edit(cluster_id=cluster_id, **_present(settings))
 
 
+@retried(DATABRICKS)
 def resize_cluster(
     w: WorkspaceClient,
     cluster_id: str,
@@ -94,6 +98,7 @@ def resize_cluster(
         w.clusters.resize(cluster_id, autoscale=autoscale)
 
 
+@retried(DATABRICKS)
 def start_cluster(w: WorkspaceClient, cluster_id: str) -> None:
     """Start a terminated cluster (a running one is left as it is)."""
     if w.clusters.get(cluster_id).state in _CLUSTER_READY:
@@ -101,15 +106,18 @@ def start_cluster(w: WorkspaceClient, cluster_id: str) -> None:
     w.clusters.start(cluster_id)
 
 
+@retried(DATABRICKS)
 def restart_cluster(w: WorkspaceClient, cluster_id: str) -> None:
     w.clusters.restart(cluster_id)
 
 
+@retried(DATABRICKS)
 def terminate_cluster(w: WorkspaceClient, cluster_id: str) -> None:
     """Stop a cluster; it keeps its configuration and can be started again."""
     w.clusters.delete(cluster_id)
 
 
+@retried(DATABRICKS)
 def cluster_state(w: WorkspaceClient, cluster_id: str) -> ComputeStatus:
     details = w.clusters.get(cluster_id)
     state = details.state or compute.State.UNKNOWN
@@ -122,14 +130,17 @@ def cluster_state(w: WorkspaceClient, cluster_id: str) -> ComputeStatus:
     )
 
 
+@retried(DATABRICKS)
 def start_warehouse(w: WorkspaceClient, warehouse_id: str) -> None:
     w.warehouses.start(warehouse_id)
 
 
+@retried(DATABRICKS)
 def stop_warehouse(w: WorkspaceClient, warehouse_id: str) -> None:
     w.warehouses.stop(warehouse_id)
 
 
+@retried(DATABRICKS)
 def warehouse_state(w: WorkspaceClient, warehouse_id: str) -> ComputeStatus:
     details = w.warehouses.get(warehouse_id)
     state = details.state

@@ -10,6 +10,8 @@ from typing import BinaryIO
 
 from databricks.sdk import WorkspaceClient
 
+from steps.retryable import DATABRICKS, retried
+
 #: ``/Volumes/<catalog>/<schema>/<volume>/<path inside the volume>``.
 _VOLUME_FILE = re.compile(r"/Volumes/[^/]+/[^/]+/[^/]+/(?:[^/]+/)*[^/]+")
 
@@ -22,6 +24,7 @@ class UploadedFile:
     size: int
 
 
+@retried(DATABRICKS)
 def upload_to_volume(
     w: WorkspaceClient,
     volume_path: str,

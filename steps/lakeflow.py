@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.service import pipelines
 
+from steps.retryable import DATABRICKS, retried
+
 _TERMINAL = {
     pipelines.UpdateInfoState.COMPLETED,
     pipelines.UpdateInfoState.FAILED,
@@ -49,9 +51,8 @@ def update_url(w: WorkspaceClient, pipeline_id: str, update_id: str) -> str:
     return f"{w.config.host.rstrip('/')}/pipelines/{pipeline_id}/updates/{update_id}"
 
 
-def start_pipeline_update(
-    w: WorkspaceClient, pipeline_id: str, full_refresh: bool = False
-) -> PipelineUpdate:
+@retried(DATABRICKS)
+def start_pipeline_update(w: WorkspaceClient, pipeline_id: str, full_refresh: bool = False) -> PipelineUpdate:
     """Start an update of ``pipeline_id`` (all tables, or recomputed with ``full_refresh``).
 
     The API takes no idempotency token, and refuses to start an update while one is
@@ -68,6 +69,7 @@ def start_pipeline_update(
     )
 
 
+@retried(DATABRICKS)
 def pipeline_update_state(w: WorkspaceClient, pipeline_id: str, update_id: str) -> UpdateState:
     """The state of one update; for a failed one, also the error that failed it.
 
@@ -85,9 +87,7 @@ def pipeline_update_state(w: WorkspaceClient, pipeline_id: str, update_id: str) 
         message = _error_message(w, pipeline_id, update_id) or f"update {update_id} failed"
     elif state == pipelines.UpdateInfoState.CANCELED:
         message = f"update {update_id} was canceled"
-    return UpdateState(
-        state=state.value, terminal=state in _TERMINAL, failed=failed, message=message
-    )
+    return UpdateState(state=state.value, terminal=state in _TERMINAL, failed=failed, message=message)
 
 
 def _error_message(w: WorkspaceClient, pipeline_id: str, update_id: str) -> str | None:
@@ -96,9 +96,7 @@ def _error_message(w: WorkspaceClient, pipeline_id: str, update_id: str) -> str 
     The newest error is usually "Update ... is FAILED"; the cause (a missing table, a
     failed expectation) sits in the exceptions of that event or of a flow's earlier one.
     """
-    events = w.pipelines.list_pipeline_events(
-        pipeline_id, filter="level='ERROR'", max_results=_ERROR_EVENTS_SEARCHED
-    )
+    events = w.pipelines.list_pipeline_events(pipeline_id, filter="level='ERROR'", max_results=_ERROR_EVENTS_SEARCHED)
     mine = [
         event
         for event in itertools.islice(events, _ERROR_EVENTS_SEARCHED)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from databricks.sdk import WorkspaceClient
 from databricks.sdk import errors as dbx
 from databricks.sdk.service import sql
+
+from steps.retryable import DATABRICKS, retried
 
 #: JSON_ARRAY results carry every value as a string; these types convert losslessly.
 #: DECIMAL stays a string: a float would silently lose its precision.
@@ -16,7 +19,7 @@ _INTEGER_TYPES = {"BYTE", "SHORT", "INT", "LONG"}
 _FLOAT_TYPES = {"FLOAT", "DOUBLE"}
 
 #: Error codes of a FAILED statement that say "the warehouse, not the SQL": raised as
-#: TemporarilyUnavailable, which the step runner retries.
+#: TemporarilyUnavailable, which ``run_sql`` declares transient (steps.retryable).
 _TRANSIENT_ERROR_CODES = {
     "TEMPORARILY_UNAVAILABLE",
     "WORKSPACE_TEMPORARILY_UNAVAILABLE",
@@ -33,8 +36,8 @@ class StatementFailed(Exception):
 class StatementTimeout(Exception):
     """The statement outlived the step's ``timeout``; it was canceled.
 
-    Not a ``TimeoutError`` on purpose: the runner retries those, and running a
-    statement that already took too long again would only take too long again.
+    Not a ``TimeoutError`` on purpose: ``run_sql`` declares those transient, and running
+    a statement that already took too long again would only take too long again.
     """
 
 
@@ -52,6 +55,7 @@ class QueryResult:
     truncated: bool
 
 
+@retried(DATABRICKS)
 def run_sql(
     w: WorkspaceClient,
     warehouse_id: str,
@@ -162,9 +166,7 @@ def _result(w: WorkspaceClient, response: sql.StatementResponse) -> QueryResult:
         rows.extend(_convert(row, types) for row in chunk.data_array or [])
         if chunk.next_chunk_index is None:
             break
-        chunk = w.statement_execution.get_statement_result_chunk_n(
-            statement_id, chunk.next_chunk_index
-        )
+        chunk = w.statement_execution.get_statement_result_chunk_n(statement_id, chunk.next_chunk_index)
     return QueryResult(
         statement_id=statement_id,
         columns=[column.name or "" for column in columns],
@@ -175,7 +177,7 @@ def _result(w: WorkspaceClient, response: sql.StatementResponse) -> QueryResult:
     )
 
 
-def _convert(row: list[str | None], types: list[str]) -> list[Value]:
+def _convert(row: Sequence[str | None], types: list[str]) -> list[Value]:
     return [_value(value, kind) for value, kind in zip(row, types, strict=False)]
 
 

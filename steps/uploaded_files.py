@@ -30,6 +30,7 @@ from typing import BinaryIO
 from databricks.sdk import WorkspaceClient
 
 from steps.files import UploadedFile, check_volume_path
+from steps.retryable import DATABRICKS, NEVER, retried
 
 #: What a handle looks like: exactly this, nothing else (no dots, no slashes).
 HANDLE_PATTERN = r"^[0-9a-f]{32}$"
@@ -111,6 +112,7 @@ class UploadStore:
         return self.root / digest
 
 
+@retried(DATABRICKS)
 def upload_saved_file(
     w: WorkspaceClient, store: UploadStore, upload: str, volume_path: str, run_id: str
 ) -> UploadedFile:
@@ -133,6 +135,7 @@ def upload_saved_file(
     return UploadedFile(path=volume_path, size=size)
 
 
+@retried(NEVER)  # a file on the local disk: nothing to wait for
 def discard_upload(store: UploadStore, upload: str, run_id: str) -> bool:
     """Remove the saved upload: the volume has it now, or never will. Whether it was there."""
     return store.discard(upload, run_id)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.errors import BadRequest
 
+from steps.retryable import DATABRICKS, retried
+
 #: How the API refuses a sync while the index's sync pipeline is still running:
 #: "Index is not ready to sync yet. Pipeline is in state RUNNING and needs to be in one
 #: of the following states to sync: COMPLETED, FAILED, CANCELED."
@@ -25,6 +27,7 @@ class IndexSync:
     started: bool
 
 
+@retried(DATABRICKS)
 def sync_vector_index(w: WorkspaceClient, index_name: str) -> IndexSync:
     """Trigger a sync of the Delta Sync index ``index_name`` (``catalog.schema.index``).
 

@@ -12,6 +12,7 @@ import posixpath
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.service.workspace import ImportFormat, Language
 
+from steps.retryable import DATABRICKS, retried
 from steps.task_graph_root import TaskGraphRoot, WorkspaceRoot
 
 #: First line of a notebook exported in source format, by language.
@@ -22,6 +23,7 @@ NOTEBOOK_HEADERS = {
 }
 
 
+@retried(DATABRICKS)
 def upload_task_files(
     w: WorkspaceClient,
     root: TaskGraphRoot,
@@ -41,9 +43,7 @@ def upload_task_files(
     rather than AUTO because AUTO strips the extension of whatever it takes for a
     notebook, and the job must find the file at the path it was given.
     """
-    targets = {
-        local: workspace.check(remote, f"workspace path of {local[:200]!r}") for local, remote in files.items()
-    }
+    targets = {local: workspace.check(remote, f"workspace path of {local[:200]!r}") for local, remote in files.items()}
     contents = {local: root.read(folder, local) for local in files}
     for parent in sorted({posixpath.dirname(remote) for remote in targets.values()}):
         w.workspace.mkdirs(parent)

@@ -4,10 +4,12 @@ from collections.abc import Iterator
 
 import pytest
 
-import tests.pipelines_for_tests  # noqa: F401 -- registers the test-only pipelines
-from tests.databricks_double import databricks_double  # noqa: F401 -- a shared fixture
-from tests.postgres import postgres_dsn, postgres_server  # noqa: F401 -- shared fixtures
+# Fixtures shared by every module: imported here so that pytest finds them (ruff: F401 is
+# a false positive for a conftest re-export).
+from tests.browser import browser  # noqa: F401
+from tests.databricks_double import databricks_double  # noqa: F401
 from tests.harness import Service, make_settings, running_service
+from tests.postgres import postgres_dsn, postgres_server  # noqa: F401
 
 
 @pytest.fixture(scope="module")

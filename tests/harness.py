@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +18,13 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from app.callbacks import CallbackSigner
+from app.callback_tokens import CallbackSigner
+from app.durable import Pipeline
 from app.main import create_app
 from app.runtime import Runtime
 from app.server import uvicorn_config
 from app.settings import Settings
+from tests.pipelines_for_tests import WITH_TEST_PIPELINES
 
 SECRET = "test-callback-secret-0123456789"
 #: What the Databricks Apps runtime sets in every app; forwarded users are trusted only with it.
@@ -45,12 +47,14 @@ def sign(http: httpx.Client, promise_id: str, secret: str = SECRET) -> str:
 
 
 def make_settings(state_dir: Path, **overrides: object) -> Settings:
-    """Embedded defaults, with a fixed secret and quick retries. Overrides win: e.g.
-    ``postgres_dsn=`` (a ``tests.postgres`` database) runs on Postgres."""
+    """Embedded defaults, with a fixed secret, quick retries and run watchers that look
+    every second. Overrides win: e.g. ``postgres_dsn=`` (a ``tests.postgres`` database)
+    runs on Postgres."""
     values: dict[str, object] = {
         "state_dir": state_dir,
         "callback_secret": SECRET,
         "step_retry_delay": 0.05,
+        "watch_interval": 1,
         "resonate_url": None,
         "postgres_dsn": None,
         "databricks_host": None,
@@ -100,14 +104,17 @@ class Service:
 
 
 @contextmanager
-def running_service(settings: Settings, **server_options: object) -> Iterator[Service]:
-    """The service on its real uvicorn configuration (``server_options`` override it)."""
+def running_service(
+    settings: Settings, *, pipelines: Iterable[Pipeline] = WITH_TEST_PIPELINES, **server_options: object
+) -> Iterator[Service]:
+    """The service on its real uvicorn configuration (``server_options`` override it),
+    running ``pipelines``: the service's own and the tests' (tests.pipelines_for_tests)."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     settings = settings.model_copy(update={"port": port, "public_url": url})
-    app = create_app(settings)
+    app = create_app(settings, pipelines_to_run=pipelines)
     options: dict[str, object] = {"log_level": "warning", "lifespan": "on", **server_options}
     server = uvicorn.Server(uvicorn_config(app, settings, **options))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)

@@ -1,4 +1,8 @@
-"""Pipelines that exist only for tests: they wait on a promise nobody settles but the test."""
+"""Pipelines that exist only for tests: they wait on a promise nobody settles but the test.
+
+The test service runs them beside the service's own (:data:`WITH_TEST_PIPELINES`, the
+default of tests.harness.running_service).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ from collections.abc import Generator
 from datetime import timedelta
 from typing import Any
 
-from app.durable import Context, pipeline
+from app.durable import Context, Pipeline, pipeline
+from pipelines import PIPELINES
 from steps.jobs import JobRun, run_job
 
 
@@ -47,7 +52,9 @@ def echo(value: str) -> str:
 
 
 @pipeline
-def records_a_step_then_waits(ctx: Context, value: str = "/Volumes/main/default/landing/in.csv") -> Generator[Any, Any, Any]:
+def records_a_step_then_waits(
+    ctx: Context, value: str = "/Volumes/main/default/landing/in.csv"
+) -> Generator[Any, Any, Any]:
     """Record a step's result at `<run>:1`, then wait at `<run>:2`; return both."""
     recorded = yield ctx.run(echo, value)
     settled = yield ctx.promise()
@@ -71,3 +78,51 @@ def sleeps(ctx: Context, seconds: float = 1.0) -> Generator[Any, Any, str]:
     """Sleep ``seconds`` durably (a timer the backend fires), then return "slept"."""
     yield ctx.sleep(timedelta(seconds=seconds))
     return "slept"
+
+
+#: Calls of ``fails_once_then_echoes`` so far, by key.
+FLAKY_CALLS: dict[str, int] = {}
+
+
+def fails_once_then_echoes(key: str) -> str:
+    """A step whose first call for ``key`` fails as a dropped connection does (transient)."""
+    FLAKY_CALLS[key] = FLAKY_CALLS.get(key, 0) + 1
+    if FLAKY_CALLS[key] == 1:
+        raise ConnectionError(f"connection reset (call 1 for {key})")
+    return key
+
+
+@pipeline
+def retries_a_step(ctx: Context, key: str) -> Generator[Any, Any, str]:
+    """Run a step that fails once with a transient error, so it is retried."""
+    return (yield ctx.run(fails_once_then_echoes, key))
+
+
+@pipeline
+def waits_then_sleeps(ctx: Context, seconds: float = 0.2) -> Generator[Any, Any, Any]:
+    """Wait for `<run>:1`, then sleep: the run resumes twice, replaying the wait the second time."""
+    value = yield ctx.promise()
+    yield ctx.sleep(timedelta(seconds=seconds))
+    return value
+
+
+@pipeline(deadline=timedelta(seconds=1), wait_timeout=timedelta(minutes=10))
+def outlives_its_deadline(ctx: Context) -> Generator[Any, Any, Any]:
+    """Wait for `<run>:1` longer than the run may last: the run itself reaches its deadline."""
+    return (yield ctx.promise())
+
+
+#: The service's pipelines and these.
+WITH_TEST_PIPELINES: tuple[Pipeline, ...] = (
+    *PIPELINES,
+    waits_for_callback,
+    waits_briefly,
+    starts_job_then_waits,
+    detaches_then_waits,
+    records_a_step_then_waits,
+    reports_a_run_then_waits,
+    sleeps,
+    retries_a_step,
+    waits_then_sleeps,
+    outlives_its_deadline,
+)

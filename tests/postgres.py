@@ -137,7 +137,9 @@ class EmbeddedPostgres:
         options = ["-o", '-h ""', "-o", f"-k {self.socket_dir}", "-o", f"-p {self.port}"]
         self._pg_ctl(
             ["-w", *options, "-l", str(self.log), "start"],
-            pgdata=self.pgdata, user=self._user, timeout=PG_CTL_TIMEOUT,
+            pgdata=self.pgdata,
+            user=self._user,
+            timeout=PG_CTL_TIMEOUT,
         )
         self.running = True
 

@@ -24,10 +24,11 @@ import pytest
 import uvicorn
 
 from app.main import create_app
-from app.runs import read_run
 from app.runtime import Runtime
+from app.services.run_status import read_run
 from app.settings import PROJECT_ROOT
 from tests.harness import Service, callback_token, make_settings
+from tests.pipelines_for_tests import WITH_TEST_PIPELINES
 from tests.shared_server import SharedServer
 
 NOTEBOOK = PROJECT_ROOT / "notebooks" / "dara_demo.py"
@@ -96,7 +97,11 @@ async def test_a_callback_sent_while_dara_is_down_lands_when_it_is_back(tmp_path
         up.wait(timeout=seconds)  # the cell's own back-off, cut short once DARA is up
 
     # An earlier instance started the run, then went away.
-    before = await Runtime.start(make_settings(tmp_path / "before", deploy_on_start=False), network=shared.worker("before"))
+    before = await Runtime.start(
+        make_settings(tmp_path / "before", deploy_on_start=False),
+        network=shared.worker("before"),
+        pipelines=WITH_TEST_PIPELINES,
+    )
     await before.start_run("outage", before.pipelines["waits_for_callback"], {}, started_by="test")
     with anyio.fail_after(10):
         while (run := await read_run(before.resonate, "outage")) is None or run.status != "waiting":
@@ -109,7 +114,11 @@ async def test_a_callback_sent_while_dara_is_down_lands_when_it_is_back(tmp_path
     serving: asyncio.Task[None] | None = None
     try:
         assert await asyncio.to_thread(failed.wait, 10), "the first callback attempt did not fail"
-        after = create_app(make_settings(tmp_path / "after", deploy_on_start=False), network=shared.worker("after"))
+        after = create_app(
+            make_settings(tmp_path / "after", deploy_on_start=False),
+            network=shared.worker("after"),
+            pipelines_to_run=WITH_TEST_PIPELINES,
+        )
         server = uvicorn.Server(uvicorn.Config(after, lifespan="on", log_level="warning"))
         serving = asyncio.create_task(server.serve(sockets=[listener]))
         with anyio.fail_after(10):
@@ -156,7 +165,7 @@ def test_the_callback_gives_up_after_its_patience_with_a_clear_error() -> None:
 
     assert delays == [1.0, 2.0, 4.0]
     message = str(raised.value)
-    assert message.startswith(f"DARA unreachable at {url}/resolve for 10s: ")
+    assert message.startswith(f"DARA unreachable at {url}/api/resolve for 10s: ")
     assert "Connection refused" in message
 
 
@@ -164,6 +173,7 @@ def test_a_refused_callback_is_not_retried(service: Service) -> None:
     """A 4xx will not get better by waiting: a wrong token (403) and a promise the
     service does not have (404: e.g. lost when the in-process default restarted) fail
     the cell at once, with DARA's reason."""
+
     def never(seconds: float) -> None:
         raise AssertionError(f"a refused callback was retried after {seconds}s")
 
@@ -189,6 +199,7 @@ def test_a_callback_over_the_size_limit_fails_at_once_saying_why(service: Servic
     """DARA used to answer 413 without reading the body, so the cell saw a reset connection,
     took it for an outage and retried for ten minutes. Now the cell reads the 413 and raises
     DARA's message at once, naming the setting; the wait is left for the watcher to fail."""
+
     def never(seconds: float) -> None:
         raise AssertionError(f"an oversized callback was retried after {seconds}s")
 

@@ -3,11 +3,14 @@ that says what to fix, never a 500 and never a stuck pipeline."""
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+import httpx
 import pytest
 
-from tests.harness import SECRET, Service, callback_token, sign
-
+from tests.harness import Service, callback_token, sign
 
 
 def waiting_run(service: Service, run_id: str) -> str:
@@ -25,7 +28,9 @@ def status(service: Service, run_id: str) -> str:
 def test_resolve_with_the_right_token_completes_the_run(service: Service) -> None:
     promise = waiting_run(service, "cb-ok")
 
-    response = service.http.post("/resolve", json={"id": promise, "value": {"rows": 3}, "token": sign(service.http, promise)})
+    response = service.http.post(
+        "/resolve", json={"id": promise, "value": {"rows": 3}, "token": sign(service.http, promise)}
+    )
 
     assert response.json() == {"id": promise, "state": "resolved", "already_settled": False}
     run = service.wait_for("cb-ok")
@@ -41,9 +46,7 @@ def test_resolve_with_the_right_token_completes_the_run(service: Service) -> Non
         (callback_token("cb-guard:1", "", secret="another-secret-0123456789"), 403),  # signed with the wrong key
     ],
 )
-def test_bad_tokens_are_refused_and_the_promise_stays_pending(
-    service: Service, token: str | None, code: int
-) -> None:
+def test_bad_tokens_are_refused_and_the_promise_stays_pending(service: Service, token: str | None, code: int) -> None:
     promise = f"cb-guard-{code}-{(token or 'none')[:6]}:1"
     waiting_run(service, promise.split(":")[0])
     body = {"id": promise, "value": 1} | ({"token": token} if token else {})
@@ -70,9 +73,59 @@ def test_a_retried_resolve_is_idempotent_and_a_different_one_is_refused(service:
     assert first.json() == {"id": promise, "state": "resolved", "already_settled": False}
     assert retried.json() == {"id": promise, "state": "resolved", "already_settled": True}
     assert (second.status_code, rejected.status_code) == (409, 409)
-    assert second.json()["detail"] == f"{promise!r} was already resolved with another value; this callback's value was not recorded"
+    assert (
+        second.json()["detail"]
+        == f"{promise!r} was already resolved with another value; this callback's value was not recorded"
+    )
     assert rejected.json()["detail"] == f"{promise!r} was already resolved; this callback's value was not recorded"
     assert service.wait_for("cb-twice")["result"] == {"rows": [1, 2.5, "é"]}
+
+
+def test_a_callback_that_loses_the_race_to_another_value_is_told_so(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two different callbacks both find the wait pending; the one that settles second
+    is answered 409, never 200 ``already_settled: false``, though Resonate answers both
+    settles alike (the first write wins, and the loser gets the winner's record back).
+
+    The race is forced: the first settle to reach Resonate is held until the other's
+    has been recorded.
+    """
+    promise = waiting_run(service, "cb-race")
+    token = sign(service.http, promise)
+    promises = service.runtime.resonate.promises
+    real_resolve = promises.resolve
+    other_settled = asyncio.Event()
+    calls: list[str] = []
+
+    async def resolve_second_first(promise_id: str, value: Any) -> Any:
+        calls.append(promise_id)
+        if len(calls) == 1:
+            await asyncio.wait_for(other_settled.wait(), 20)
+            return await real_resolve(promise_id, value)
+        settled = await real_resolve(promise_id, value)
+        other_settled.set()
+        return settled
+
+    monkeypatch.setattr(promises, "resolve", resolve_second_first)
+
+    def post(value: str) -> httpx.Response:
+        with httpx.Client(base_url=service.url, timeout=60) as http:
+            return http.post("/resolve", json={"id": promise, "value": value, "token": token})
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = dict(zip(("a", "b"), pool.map(post, ("a", "b")), strict=True))
+
+    assert len(calls) == 2, "both callbacks must reach the settle for the race to be run"
+    assert sorted(a.status_code for a in answers.values()) == [200, 409], [a.text for a in answers.values()]
+    [(winner, won)] = [(value, a) for value, a in answers.items() if a.status_code == 200]
+    [lost] = [a for a in answers.values() if a.status_code == 409]
+    assert won.json() == {"id": promise, "state": "resolved", "already_settled": False}
+    assert (
+        lost.json()["detail"]
+        == f"{promise!r} was already resolved with another value; this callback's value was not recorded"
+    )
+    assert service.wait_for("cb-race")["result"] == winner
 
 
 def test_a_second_callback_makes_the_notebooks_cell_raise(service: Service) -> None:
@@ -108,14 +161,18 @@ def test_reject_fails_the_run_with_the_notebooks_error(service: Service) -> None
 def test_original_query_form_resolves_too(service: Service) -> None:
     promise = waiting_run(service, "cb-query")
 
-    response = service.http.post("/resolve", params={"id": promise, "value": '{"ok": true}', "token": sign(service.http, promise)})
+    response = service.http.post(
+        "/resolve", params={"id": promise, "value": '{"ok": true}', "token": sign(service.http, promise)}
+    )
 
     assert response.status_code == 200, response.text
     assert service.wait_for("cb-query")["result"] == {"ok": True}
 
 
 def test_unknown_promise_is_404_with_a_clear_message(service: Service) -> None:
-    response = service.http.post("/resolve", json={"id": "nobody:1", "value": 1, "token": sign(service.http, "nobody:1")})
+    response = service.http.post(
+        "/resolve", json={"id": "nobody:1", "value": 1, "token": sign(service.http, "nobody:1")}
+    )
 
     assert response.status_code == 404
     assert "no run 'nobody'" in response.json()["detail"]
@@ -126,12 +183,36 @@ def test_unknown_promise_is_404_with_a_clear_message(service: Service) -> None:
     [
         ("post", "/runs", {"json": {"pipeline": "nope"}}, 404, "known: "),
         ("post", "/runs", {"json": {"pipeline": "notebook_job", "params": {}}}, 422, "job: Field required"),
-        ("post", "/runs", {"json": {"pipeline": "notebook_job", "params": {"job": ["x"]}}}, 422, "job: Input should be a valid string"),
-        ("post", "/runs", {"json": {"pipeline": "notebook_job", "params": {"job": "j", "extra": 1}}}, 422, "extra: Extra inputs"),
+        (
+            "post",
+            "/runs",
+            {"json": {"pipeline": "notebook_job", "params": {"job": ["x"]}}},
+            422,
+            "job: Input should be a valid string",
+        ),
+        (
+            "post",
+            "/runs",
+            {"json": {"pipeline": "notebook_job", "params": {"job": "j", "extra": 1}}},
+            422,
+            "extra: Extra inputs",
+        ),
         ("post", "/runs", {"json": {"pipeline": "notebook_job", "id": "a:b", "params": {"job": "j"}}}, 422, "pattern"),
-        ("post", "/runs", {"json": {"pipeline": "notebook_job", "id": "x" * 200, "params": {"job": "j"}}}, 422, "pattern"),
+        (
+            "post",
+            "/runs",
+            {"json": {"pipeline": "notebook_job", "id": "x" * 200, "params": {"job": "j"}}},
+            422,
+            "pattern",
+        ),
         ("post", "/runs", {"content": b"not json", "headers": {"content-type": "application/json"}}, 422, "JSON"),
-        ("post", "/runs", {"json": {"pipeline": "waits_for_callback", "params": {"pad": "x" * (2 << 20)}}}, 413, "bytes"),
+        (
+            "post",
+            "/runs",
+            {"json": {"pipeline": "waits_for_callback", "params": {"pad": "x" * (2 << 20)}}},
+            413,
+            "bytes",
+        ),
         ("get", "/runs/no-such-run", {}, 404, "no run 'no-such-run'"),
         ("get", "/runs/bad%20id", {}, 422, "pattern"),
         ("get", "/run", {"params": {"id": "a:b"}}, 422, "pattern"),
@@ -152,7 +233,9 @@ def test_malformed_input_gets_a_4xx_that_says_what_to_fix(
 def test_an_existing_id_with_another_pipeline_is_a_conflict(service: Service) -> None:
     waiting_run(service, "cb-conflict")
 
-    response = service.http.post("/runs", json={"pipeline": "notebook_job", "id": "cb-conflict", "params": {"job": "j"}})
+    response = service.http.post(
+        "/runs", json={"pipeline": "notebook_job", "id": "cb-conflict", "params": {"job": "j"}}
+    )
 
     assert response.status_code == 409
     assert "waits_for_callback" in response.json()["detail"]

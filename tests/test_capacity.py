@@ -10,8 +10,9 @@ import httpx
 import pytest
 from databricks.sdk import errors as dbx
 
-from app.durable.errors import StepError, is_capacity, is_transient
-from app.durable.step import StepRetry, _call_with_retries
+from app.durable import RetryPolicy, StepError
+from app.durable.retries import call_with_retries
+from steps.retryable import DATABRICKS, is_capacity, is_transient
 from tests.harness import Service, make_settings, running_service
 
 RUNS = 50
@@ -23,7 +24,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Any:
     # admitted late are not left sleeping long after a slot freed up.
     settings = make_settings(tmp_path_factory.mktemp("capacity"), step_retry_delay=0.2)
     with running_service(settings) as svc:
-        svc.runtime.resonate.with_dependency(StepRetry(3, 0.2, capacity_max_delay=1.0))
+        svc.runtime.resonate.with_dependency(RetryPolicy(3, 0.2, capacity_max_delay=1.0, default=DATABRICKS))
         yield svc
 
 
@@ -35,12 +36,18 @@ async def test_fifty_concurrent_demo_runs_all_finish(service: Service) -> None:
     ids = [f"cap-{n}" for n in range(RUNS)]
     async with httpx.AsyncClient(base_url=service.url, timeout=120) as http:
         started = await asyncio.gather(
-            *(http.post("/runs", json={"pipeline": "notebook_job", "id": i, "params": {"job": "dara-demo"}}) for i in ids)
+            *(
+                http.post("/runs", json={"pipeline": "notebook_job", "id": i, "params": {"job": "dara-demo"}})
+                for i in ids
+            )
         )
         assert [r.status_code for r in started] == [201] * RUNS
         runs: list[dict[str, Any]] = []
         for run_id in ids:
-            while (run := (await http.get(f"/runs/{run_id}", params={"wait": 60})).json())["status"] in ("running", "waiting"):
+            while (run := (await http.get(f"/runs/{run_id}", params={"wait": 60})).json())["status"] in (
+                "running",
+                "waiting",
+            ):
                 pass  # each answer is a 60 s long poll
             runs.append(run)
 
@@ -62,17 +69,14 @@ def test_capacity_errors_are_told_apart() -> None:
 
 
 @pytest.mark.anyio
-async def test_capacity_is_waited_for_past_the_transient_retries_but_not_past_the_deadline(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_capacity_is_waited_for_past_the_transient_retries_but_not_past_the_deadline() -> None:
     slept: list[float] = []
     now = [1000.0]
 
-    async def sleep(seconds: float) -> None:
+    async def sleep(seconds: float) -> None:  # time passes without the test waiting for it
         slept.append(seconds)
         now[0] += seconds
 
-    monkeypatch.setattr(asyncio, "sleep", sleep)
     tries = [0]
 
     async def full_for_a_while() -> str:
@@ -84,12 +88,14 @@ async def test_capacity_is_waited_for_past_the_transient_retries_but_not_past_th
     async def always_full() -> str:
         raise queue_full()
 
-    retry = StepRetry(retries=3, delay=1.0, capacity_max_delay=4.0)
-    admitted = await _call_with_retries(full_for_a_while, {}, retry, deadline_ms=10**9 * 1000, clock=lambda: now[0])
+    policy = RetryPolicy(
+        retries=3, delay=1.0, capacity_max_delay=4.0, default=DATABRICKS, clock=lambda: now[0], sleep=sleep
+    )
+    admitted = await call_with_retries(full_for_a_while, {}, policy, deadline_ms=10**9 * 1000)
     assert admitted == "admitted" and slept == [1.0, 2.0, 4.0, 4.0, 4.0, 4.0]
 
     slept.clear()
     deadline = (now[0] + 10) * 1000
     with pytest.raises(StepError, match="queue limit of 8 waiting runs is reached"):
-        await _call_with_retries(always_full, {}, retry, deadline_ms=deadline, clock=lambda: now[0])
+        await call_with_retries(always_full, {}, policy, deadline_ms=deadline)
     assert sum(slept) < 10  # gave up before the deadline instead of sleeping past it

@@ -125,8 +125,13 @@ def test_runs_without_start_times_are_judged_not_at_the_point() -> None:
     o = outcome("before_start")
     hits = {rid: chaos.was_at_point("before_start", v, o.dbx, KILLED_AT) for rid, v in o.views.items()}
     assert hits == {
-        "r-done": True, "r-running": True,  # started after the kill
-        "r-waiting": False, "r-queued": False, "r-nulls": False, "r-no-dbx": False, "r-bare": False,
+        "r-done": True,
+        "r-running": True,  # started after the kill
+        "r-waiting": False,
+        "r-queued": False,
+        "r-nulls": False,
+        "r-no-dbx": False,
+        "r-bare": False,
     }
     assert o.at_point == 2
     # A point cut short before the kill has no kill time: nothing was at the point.

@@ -347,7 +347,7 @@ def health_server() -> Iterator[dict[str, Any]]:
     state: dict[str, Any] = {"status": 200}
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self.send_response(state["status"] if self.path == "/health" else 404)
             self.end_headers()
 

@@ -21,7 +21,10 @@ def test_the_example_deploys_runs_and_reports_every_task(service: Service) -> No
     result = run["result"]
     assert result["result"] == "SUCCESS"
     assert {task["task"]: task["result"] for task in result["tasks"]} == {
-        "extract": "SUCCESS", "by_region": "SUCCESS", "by_product": "SUCCESS", "report": "SUCCESS",
+        "extract": "SUCCESS",
+        "by_region": "SUCCESS",
+        "by_product": "SUCCESS",
+        "report": "SUCCESS",
     }
     names = [step["name"] for step in run["steps"] if step["kind"] == "step"]
     assert names == ["upload_task_files", "upsert_job", "run_job"]

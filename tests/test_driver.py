@@ -16,9 +16,10 @@ from resonate.retry import Never
 from resonate.testing import local_resonate
 from resonate.types import Value
 
-from app.durable import Context, StepError, StepInfo, StepRetry, WaitDefaults, drive
+from app.durable import Context, RetryPolicy, StepDependencies, StepError, StepInfo, WaitDefaults, drive
 from app.durable.in_process import InProcessServer
-from app.watchers import register_watchers
+from app.wiring import wire
+from steps.retryable import DATABRICKS
 
 pytestmark = pytest.mark.anyio
 
@@ -123,7 +124,7 @@ async def test_transient_failures_are_retried_and_permanent_ones_are_not() -> No
         return first
 
     resonate = local_resonate()
-    resonate.with_dependency(StepRetry(retries=3, delay=0))
+    resonate.with_dependency(RetryPolicy(retries=3, delay=0, default=DATABRICKS))
     durable = drive(pipeline)
     resonate.register(durable, name="retries")
     try:
@@ -143,7 +144,7 @@ async def test_a_promise_resolved_from_outside_resumes_the_pipeline() -> None:
         return {"promise": promise_id, "value": value}
 
     resonate = local_resonate()
-    register_watchers(resonate)
+    wire(resonate, [], StepDependencies())
     durable = drive(pipeline)
     resonate.register(durable, name="resumes")
     try:
@@ -177,7 +178,7 @@ async def test_a_wait_past_its_deadline_fails_the_pipeline_with_a_timeout(backen
     server = backend(group="dara")
     resonate = Resonate(network=server, retry_policy=Never())
     resonate.with_dependency(WaitDefaults(backend_times_out=getattr(backend, "times_out_waits", False)))
-    register_watchers(resonate)
+    wire(resonate, [], StepDependencies())
     durable = drive(pipeline)
     resonate.register(durable, name="times_out")
     try:

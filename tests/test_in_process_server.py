@@ -23,9 +23,9 @@ from resonate.resonate import Resonate
 from resonate.retry import Never
 from resonate.types import Value
 
-from app.durable import Context, WaitDefaults, drive
+from app.durable import Context, StepDependencies, WaitDefaults, drive
 from app.durable.in_process import IndexedServerState, InProcessServer, _Timeouts
-from app.watchers import register_watchers
+from app.wiring import wire
 
 pytestmark = pytest.mark.anyio
 
@@ -91,7 +91,7 @@ async def test_the_indexed_server_answers_as_the_sdks_scans_do(backend_times_out
     server.state = state = CheckedState()
     resonate = Resonate(network=server, retry_policy=Never())
     resonate.with_dependency(WaitDefaults(backend_times_out=backend_times_out))
-    register_watchers(resonate)
+    wire(resonate, [], StepDependencies())
     resonate.register(drive(waits), name="waits")
     resonate.register(drive(fails_while_waiting), name="fails_while_waiting")
     try:

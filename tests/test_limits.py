@@ -12,7 +12,7 @@ import pydantic
 import pytest
 
 from app.limits import json_depth
-from tests.harness import SECRET, Service, make_settings, running_service, sign
+from tests.harness import Service, make_settings, running_service, sign
 
 MAX_BYTES = 64 * 1024
 MAX_DEPTH = 32  # the default
@@ -23,7 +23,6 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     settings = make_settings(tmp_path_factory.mktemp("limits"), deploy_on_start=False, max_value_bytes=MAX_BYTES)
     with running_service(settings) as svc:
         yield svc
-
 
 
 def nested(depth: int) -> object:
@@ -207,7 +206,9 @@ def test_pipeline_params_nested_too_deep_are_refused(limited: Service) -> None:
 def test_a_resolve_value_nested_too_deep_is_refused_and_the_wait_goes_on(limited: Service) -> None:
     promise = waiting(limited, "lim-deep-value")
 
-    response = limited.http.post("/resolve", json={"id": promise, "value": nested(MAX_DEPTH), "token": sign(limited.http, promise)})
+    response = limited.http.post(
+        "/resolve", json={"id": promise, "value": nested(MAX_DEPTH), "token": sign(limited.http, promise)}
+    )
 
     assert_too_deep(response, MAX_DEPTH + 1)
     assert limited.http.get("/runs/lim-deep-value").json()["status"] == "waiting"
@@ -276,7 +277,8 @@ def test_a_resolve_value_in_the_query_nested_too_deep_is_refused(limited: Servic
     promise = waiting(limited, "lim-deep-query")
 
     response = limited.http.post(
-        "/resolve", params={"id": promise, "value": json.dumps(nested(MAX_DEPTH + 1)), "token": sign(limited.http, promise)}
+        "/resolve",
+        params={"id": promise, "value": json.dumps(nested(MAX_DEPTH + 1)), "token": sign(limited.http, promise)},
     )
 
     assert response.status_code == 422, response.text
@@ -303,7 +305,7 @@ def test_upload_params_nested_too_deep_are_refused(limited: Service) -> None:
         ("[]", 1),
         ("{}", 1),
         ('{"a": [{"b": []}]}', 4),
-        ('[[], [[]], []]', 3),
+        ("[[], [[]], []]", 3),
         ('["\\"]]]", [["\\\\"]]]', 3),  # escaped quotes and backslashes inside strings
         ("[" * 5000 + "]" * 5000, 5000),
     ],
@@ -314,6 +316,6 @@ def test_json_depth_counts_nesting_outside_strings(text: str, depth: int) -> Non
 
 
 @pytest.mark.parametrize("bad", [0, 201])
-def test_the_depth_setting_is_bounded(tmp_path, bad: int) -> None:  # noqa: ANN001
+def test_the_depth_setting_is_bounded(tmp_path, bad: int) -> None:
     with pytest.raises(pydantic.ValidationError, match="max_json_depth"):
         make_settings(tmp_path, max_json_depth=bad)

@@ -122,9 +122,20 @@ def test_trigger_finds_the_service_from_dara_port_or_dara_url(service: Service) 
 def test_trigger_starts_any_pipeline_with_params(service: Service) -> None:
     trigger = [sys.executable, str(PROJECT_ROOT / "scripts" / "trigger.py"), "--service", service.url]
     started = subprocess.run(
-        [*trigger, "--id", "loop-trigger", "--pipeline", "notebook_job",
-         "--param", "job=dara-demo", "--param", 'params={"name": "cli"}'],
-        capture_output=True, text=True, timeout=60,
+        [
+            *trigger,
+            "--id",
+            "loop-trigger",
+            "--pipeline",
+            "notebook_job",
+            "--param",
+            "job=dara-demo",
+            "--param",
+            'params={"name": "cli"}',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert started.returncode == 0, started.stderr
     assert "working on it" in started.stdout

@@ -16,8 +16,9 @@ import logging
 import re
 import smtplib
 import socketserver
+import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,14 +26,18 @@ from typing import Any
 
 import pytest
 
+from app.durable import RetryPolicy, StepError
+from app.durable.retries import call_with_retries
 from app.settings import Settings
-from steps.notify import notify
+from app.wiring import notify_config
+from steps.notify import NotifyConfig, notify, worth_sending_again
+from steps.retryable import DATABRICKS
 
 PASSWORD = "s3cret-smtp-password"
 
 
-def make_settings(**overrides: Any) -> Settings:
-    """Notification settings with every channel off unless overridden (env ignored)."""
+def make_settings(**overrides: Any) -> NotifyConfig:
+    """What notify is given for these settings, every channel off unless overridden (env ignored)."""
     values: dict[str, Any] = {
         "notify_webhook_url": None,
         "smtp_host": None,
@@ -44,7 +49,7 @@ def make_settings(**overrides: Any) -> Settings:
         "smtp_starttls": True,
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return notify_config(Settings(_env_file=None, **values))  # type: ignore[call-arg]
 
 
 # -- an HTTP webhook receiver ---------------------------------------------------------------
@@ -57,9 +62,8 @@ class Webhook:
     status: int = 200
 
 
-@pytest.fixture
-def webhook() -> Iterator[Webhook]:
-    received = Webhook(url="")
+def receiver(received: Webhook) -> type[BaseHTTPRequestHandler]:
+    """A handler that records each post in ``received`` and answers its ``status``."""
 
     class Receiver(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -73,7 +77,13 @@ def webhook() -> Iterator[Webhook]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    return Receiver
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    received = Webhook(url="")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), receiver(received))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     received.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/T000/B000"
@@ -83,6 +93,38 @@ def webhook() -> Iterator[Webhook]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@dataclass
+class DownWebhook:
+    """A webhook whose port refuses connections until :meth:`comes_up`."""
+
+    received: Webhook
+    server: ThreadingHTTPServer
+    thread: threading.Thread | None = None
+
+    def comes_up(self) -> None:
+        self.server.server_activate()  # listen on the port it held all along
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05})
+        self.thread.start()
+
+
+@pytest.fixture
+def down_webhook() -> Iterator[DownWebhook]:
+    """The port is bound but not listening, so a connection to it is refused -- and no
+    other process can take it before the webhook comes up on it."""
+    received = Webhook(url="")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), receiver(received), bind_and_activate=False)
+    server.server_bind()
+    received.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/T000/B000"
+    down = DownWebhook(received, server)
+    try:
+        yield down
+    finally:
+        if down.thread is not None:
+            server.shutdown()
+            down.thread.join()
+        server.server_close()
 
 
 # -- an SMTP sink -------------------------------------------------------------------------------
@@ -176,7 +218,7 @@ def smtp_sink() -> Iterator[SmtpSink]:
         thread.join()
 
 
-def email_settings(sink: SmtpSink, **overrides: Any) -> Settings:
+def email_settings(sink: SmtpSink, **overrides: Any) -> NotifyConfig:
     values: dict[str, Any] = {
         "smtp_host": sink.host,
         "smtp_port": sink.port,
@@ -200,9 +242,7 @@ def test_notify_with_an_smtp_host_but_no_recipients_sends_nothing(smtp_sink: Smt
 
 
 def test_notify_posts_slack_compatible_json_to_the_webhook(webhook: Webhook) -> None:
-    sent = notify(
-        make_settings(notify_webhook_url=webhook.url), "etl finished", {"run": 42, "rows": 7}
-    )
+    sent = notify(make_settings(notify_webhook_url=webhook.url), "etl finished", {"run": 42, "rows": 7})
 
     assert sent is True
     [(headers, body)] = webhook.posts
@@ -231,9 +271,7 @@ def test_notify_emails_every_recipient_with_the_message_as_subject_and_body(
 def test_notify_logs_in_with_the_password_and_never_logs_it(
     smtp_sink: SmtpSink, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = email_settings(
-        smtp_sink, smtp_user="dara-bot", smtp_password=PASSWORD, smtp_from=None
-    )
+    settings = email_settings(smtp_sink, smtp_user="dara-bot", smtp_password=PASSWORD, smtp_from=None)
 
     with caplog.at_level(logging.DEBUG):
         assert notify(settings, "etl finished") is True
@@ -250,9 +288,7 @@ def test_notify_refuses_to_mail_in_the_clear_when_starttls_is_not_offered(
 ) -> None:
     """With STARTTLS on (the default) and a server that does not offer it, nothing --
     least of all the password -- is sent unencrypted."""
-    settings = email_settings(
-        smtp_sink, smtp_starttls=True, smtp_user="dara-bot", smtp_password=PASSWORD
-    )
+    settings = email_settings(smtp_sink, smtp_starttls=True, smtp_user="dara-bot", smtp_password=PASSWORD)
 
     with pytest.raises(smtplib.SMTPNotSupportedError, match="STARTTLS"):
         notify(settings, "etl finished")
@@ -261,9 +297,7 @@ def test_notify_refuses_to_mail_in_the_clear_when_starttls_is_not_offered(
     assert smtp_sink.mails == []
 
 
-def test_notify_still_emails_when_the_webhook_fails_then_raises(
-    webhook: Webhook, smtp_sink: SmtpSink
-) -> None:
+def test_notify_still_emails_when_the_webhook_fails_then_raises(webhook: Webhook, smtp_sink: SmtpSink) -> None:
     webhook.status = 500
     settings = email_settings(smtp_sink, notify_webhook_url=webhook.url)
 
@@ -278,3 +312,65 @@ def test_notify_without_a_from_address_says_which_setting_to_set(smtp_sink: Smtp
     with pytest.raises(ValueError, match="DARA_SMTP_FROM"):
         notify(email_settings(smtp_sink, smtp_from=None), "etl finished")
     assert smtp_sink.mails == []
+
+
+# -- which failures notify is tried again for (its declaration, by the runner's policy) --------
+
+
+def retried_quickly(slept: list[float], then: Callable[[], None] = lambda: None) -> RetryPolicy:
+    """The service's retry policy, but the waits between tries take no time: ``then`` runs
+    in the first."""
+
+    async def sleep(seconds: float) -> None:
+        if not slept:
+            then()
+        slept.append(seconds)
+
+    return RetryPolicy(retries=3, delay=2.0, default=DATABRICKS, sleep=sleep)
+
+
+@pytest.mark.anyio
+async def test_a_webhook_that_refused_the_connection_gets_the_notification_on_a_retry(
+    down_webhook: DownWebhook,
+) -> None:
+    """A webhook that is down or restarting refuses the connection; urllib raises that as
+    URLError, which notify's docstring promises to retry as transient."""
+    slept: list[float] = []
+    config = make_settings(notify_webhook_url=down_webhook.received.url)
+
+    sent = await call_with_retries(
+        notify, {"config": config, "message": "etl finished"}, retried_quickly(slept, then=down_webhook.comes_up)
+    )
+
+    assert sent is True
+    assert slept == [2.0]
+    assert [json.loads(body)["text"] for _, body in down_webhook.received.posts] == ["etl finished"]
+
+
+@pytest.mark.anyio
+async def test_a_webhook_that_refuses_the_post_itself_is_not_asked_again(webhook: Webhook) -> None:
+    webhook.status = 404
+    slept: list[float] = []
+
+    with pytest.raises(StepError, match=r"^notify: HTTPError: HTTP Error 404"):
+        config = make_settings(notify_webhook_url=webhook.url)
+        await call_with_retries(notify, {"config": config, "message": "x"}, retried_quickly(slept))
+
+    assert slept == []
+    assert len(webhook.posts) == 1
+
+
+@pytest.mark.parametrize(
+    ("failure", "again"),
+    [
+        (smtplib.SMTPServerDisconnected("Connection unexpectedly closed"), True),
+        (smtplib.SMTPSenderRefused(451, b"4.3.0 try again later", "dara@example.com"), True),
+        (smtplib.SMTPAuthenticationError(535, b"5.7.8 bad credentials"), False),
+        (smtplib.SMTPNotSupportedError("STARTTLS extension not supported by server."), False),
+        (ConnectionRefusedError(111, "Connection refused"), True),
+        (ssl.SSLCertVerificationError("certificate verify failed"), False),
+    ],
+    ids=["disconnected", "4xx-reply", "5xx-reply", "no-starttls", "refused", "bad-certificate"],
+)
+def test_mail_failures_are_sent_again_only_when_the_server_said_not_now(failure: Exception, again: bool) -> None:
+    assert worth_sending_again(failure) is again

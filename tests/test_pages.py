@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
+import re
+
 from tests.harness import Service, sign
 
 
-def test_run_page_shows_steps_and_refreshes_while_waiting(service: Service) -> None:
+def test_run_page_shows_steps_and_updates_live_while_waiting(service: Service) -> None:
     service.http.post("/runs", json={"pipeline": "waits_for_callback", "id": "page-run"})
     service.wait_until("page-run", "waiting")
 
     waiting = service.http.get("/ui/runs/page-run")
-    service.http.post("/resolve", json={"id": "page-run:1", "value": "<b>x</b>", "token": sign(service.http, "page-run:1")})
+    version = re.search(r'data-version="([0-9a-f]+)"', waiting.text)
+    assert version is not None, waiting.text
+    unchanged = service.http.get("/ui/runs/page-run/live", params={"seen": version[1], "wait": 0})
+    service.http.post(
+        "/resolve", json={"id": "page-run:1", "value": "<b>x</b>", "token": sign(service.http, "page-run:1")}
+    )
+    # The long-poll answers once the run changed, without waiting out its 20 s.
+    changed = service.http.get("/ui/runs/page-run/live", params={"seen": version[1], "wait": 20})
     service.wait_for("page-run")
+    final = service.http.get("/ui/runs/page-run/live", params={"seen": changed.headers["x-dara-version"], "wait": 20})
     done = service.http.get("/ui/runs/page-run")
     index = service.http.get("/ui")
 
-    assert waiting.status_code == 200 and 'http-equiv="refresh"' in waiting.text
+    assert waiting.status_code == 200 and 'http-equiv="refresh"' not in waiting.text
+    assert 'data-live="/ui/runs/page-run/live"' in waiting.text and "data-cancel" in waiting.text
     assert "page-run:1" in waiting.text and "waiting" in waiting.text
-    assert "refresh" not in done.text and 'class="s done"' in done.text
+    assert unchanged.status_code == 204
+    assert changed.status_code == 200 and changed.headers["x-dara-version"] != version[1]
+    assert final.status_code == 200 and final.headers.get("x-dara-final") == "true" and 'class="s done"' in final.text
+    assert "data-live" not in done.text and "data-cancel" not in done.text and 'class="s done"' in done.text
     assert "&lt;b&gt;x&lt;/b&gt;" in done.text and "<b>x</b>" not in done.text
     assert 'href="/ui/runs/page-run"' in index.text
     assert service.http.get("/ui/runs/missing").status_code == 404
+    assert service.http.get("/ui/runs/missing/live").status_code == 404

@@ -92,9 +92,7 @@ class Jobs:
 
 
 @pytest.fixture
-def service(
-    databricks_double: DatabricksDouble, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Service]:
+def service(databricks_double: DatabricksDouble, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
     """The service on a "real" workspace (the double), found through unified auth."""
     monkeypatch.setenv("DATABRICKS_TOKEN", "test")
     monkeypatch.setattr(pipelines.lakeflow_refresh, "BACKOFF", (0.01, 0.02, 0.05))
@@ -175,8 +173,14 @@ def test_upload_and_process_uploads_runs_the_job_on_the_volume_file_and_syncs(
     handle = service.runtime.uploads.save(io.BytesIO(data), run_id)  # as the upload route does
 
     start(
-        service, run_id, "upload_and_process",
-        upload=handle, volume_path=VOLUME_FILE, job=JOB, params={"day": "mon"}, index=index,
+        service,
+        run_id,
+        "upload_and_process",
+        upload=handle,
+        volume_path=VOLUME_FILE,
+        job=JOB,
+        params={"day": "mon"},
+        index=index,
     )
     widgets = play_notebook(service, databricks_double, run_id, {"loaded": 200})
     run = service.wait_for(run_id)
@@ -195,7 +199,12 @@ def test_upload_and_process_uploads_runs_the_job_on_the_volume_file_and_syncs(
     else:
         assert [sync.path for sync in syncs] == [f"/api/2.0/vector-search/indexes/{index}/sync"]
         assert step_names(run) == [
-            "upload_saved_file", "discard_upload", "callback", "run_job", "sync_vector_index", "notify",
+            "upload_saved_file",
+            "discard_upload",
+            "callback",
+            "run_job",
+            "sync_vector_index",
+            "notify",
         ]
 
 
@@ -207,8 +216,12 @@ def test_upload_and_process_with_a_path_outside_a_volume_fails_before_any_job(
     handle = service.runtime.uploads.save(io.BytesIO(b"id\n1\n"), "upload-bad-path")
 
     start(
-        service, "upload-bad-path", "upload_and_process",
-        upload=handle, volume_path="/tmp/x.csv", job=JOB,
+        service,
+        "upload-bad-path",
+        "upload_and_process",
+        upload=handle,
+        volume_path="/tmp/x.csv",
+        job=JOB,
     )
     run = service.wait_for("upload-bad-path")
 
@@ -306,9 +319,7 @@ def test_upload_route_refuses_a_body_over_the_limit(service: Service, tmp_path: 
     big = b"x" * (service.runtime.settings.max_value_bytes + 1)
     form = {"volume_path": VOLUME_FILE, "job": JOB, "id": "upload-big"}
 
-    response = service.http.post(
-        "/runs/upload_and_process", data=form, files={"file": ("big.bin", big)}
-    )
+    response = service.http.post("/runs/upload_and_process", data=form, files={"file": ("big.bin", big)})
 
     assert response.status_code == 413
     assert not (tmp_path / "uploads").exists()
@@ -317,9 +328,7 @@ def test_upload_route_refuses_a_body_over_the_limit(service: Service, tmp_path: 
 # -- sql_then_job ----------------------------------------------------------------------------
 
 
-def test_sql_then_job_hands_the_query_rows_to_the_job(
-    service: Service, databricks_double: DatabricksDouble
-) -> None:
+def test_sql_then_job_hands_the_query_rows_to_the_job(service: Service, databricks_double: DatabricksDouble) -> None:
     """Runs against the recorded-shape HTTP double: the local workspace (brickhouse) cannot
     answer a chosen statement result, and the job's callback is played by the test.
 
@@ -339,8 +348,13 @@ def test_sql_then_job_hands_the_query_rows_to_the_job(
     )
 
     start(
-        service, "sql-job", "sql_then_job",
-        warehouse_id="wh-1", statement=statement, job=JOB, param="by_region",
+        service,
+        "sql-job",
+        "sql_then_job",
+        warehouse_id="wh-1",
+        statement=statement,
+        job=JOB,
+        param="by_region",
     )
     widgets = play_notebook(service, databricks_double, "sql-job", {"mailed": 2})
     run = service.wait_for("sql-job")
@@ -361,9 +375,7 @@ def test_sql_then_job_with_a_failing_statement_starts_no_job(
     databricks_double.route(
         "POST",
         STATEMENTS,
-        recorded_statement(
-            "01ef-bad", "FAILED", error=("BAD_REQUEST", "[TABLE_OR_VIEW_NOT_FOUND] main.sales.nope")
-        ),
+        recorded_statement("01ef-bad", "FAILED", error=("BAD_REQUEST", "[TABLE_OR_VIEW_NOT_FOUND] main.sales.nope")),
     )
 
     statement = "SELECT * FROM main.sales.nope"
@@ -398,8 +410,12 @@ def test_lakeflow_refresh_waits_for_the_update_then_runs_the_job(
     )
 
     start(
-        service, "lakeflow-ok", "lakeflow_refresh",
-        pipeline_id=PIPELINE_ID, job=JOB, full_refresh=True,
+        service,
+        "lakeflow-ok",
+        "lakeflow_refresh",
+        pipeline_id=PIPELINE_ID,
+        job=JOB,
+        full_refresh=True,
     )
     widgets = play_notebook(service, databricks_double, "lakeflow-ok", {"published": True})
     run = service.wait_for("lakeflow-ok")

@@ -59,9 +59,7 @@ def lakebase(postgres_server: EmbeddedPostgres, postgres_dsn: str) -> Iterator[s
         hba.write_text(original)
         with psycopg.connect(postgres_server.dsn(), autocommit=True) as conn:
             conn.execute("SELECT pg_reload_conf()")
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (ROLE,)
-            )
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (ROLE,))
 
 
 def test_the_service_logs_in_with_each_renewed_credential(
@@ -102,7 +100,9 @@ def test_the_service_logs_in_with_each_renewed_credential(
         with psycopg.connect(postgres_server.dsn(), autocommit=True) as conn:  # cut every session off
             conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (ROLE,))
         deadline = time.monotonic() + 30
-        while (again := service.http.post("/runs", json={"pipeline": "waits_for_callback", "id": "lb-2"})).status_code == 503:
+        while (
+            again := service.http.post("/runs", json={"pipeline": "waits_for_callback", "id": "lb-2"})
+        ).status_code == 503:
             assert time.monotonic() < deadline, again.text
             time.sleep(0.05)  # a client's back-off while the pool logs in again
         service.http.post("/resolve", json={"id": "lb-2:1", "value": 2, "token": sign(service.http, "lb-2:1")})

@@ -48,7 +48,11 @@ def schema_process(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DARA_")}
     return subprocess.run(
         [sys.executable, "-m", "app.durable.postgres_schema", *args],
-        env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60,
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

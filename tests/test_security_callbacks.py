@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from app.callbacks import CallbackSigner, CallbackUrlRefused
+from app.callback_tokens import CallbackSigner, CallbackUrlRefused
 from tests.harness import SECRET, Service, callback_token, make_settings, running_service, sign
 
 
@@ -39,7 +39,9 @@ def test_a_token_from_an_earlier_run_of_the_same_id_is_refused(tmp_path: Path) -
         )
         rejected = after.http.post("/reject", json={"id": "reused:1", "error": "x", "token": old_token})
         still = after.http.get("/runs/reused").json()
-        own = after.http.post("/resolve", json={"id": "reused:2", "value": "new", "token": sign(after.http, "reused:2")})
+        own = after.http.post(
+            "/resolve", json={"id": "reused:2", "value": "new", "token": sign(after.http, "reused:2")}
+        )
         done = after.wait_for("reused")
 
     assert old["incarnation"] != new["incarnation"]
@@ -56,7 +58,9 @@ def test_only_a_wait_can_be_settled_not_a_step_the_run_or_a_watcher(service: Ser
     """Even a token DARA would accept for the id (this run's incarnation) cannot settle
     a promise that is not a wait: as if a pipeline had passed a step's id as callback_to."""
     run = waiting(service, "kinds", "records_a_step_then_waits")
-    demo = service.http.post("/runs", json={"pipeline": "notebook_job", "id": "kinds-demo", "params": {"job": "dara-demo"}})
+    demo = service.http.post(
+        "/runs", json={"pipeline": "notebook_job", "id": "kinds-demo", "params": {"job": "dara-demo"}}
+    )
     assert demo.status_code == 201, demo.text
     finished = service.wait_for("kinds-demo")
     [watcher] = [step["id"] for step in finished["steps"] if step["kind"] == "watcher"][:1]
@@ -70,7 +74,10 @@ def test_only_a_wait_can_be_settled_not_a_step_the_run_or_a_watcher(service: Ser
     root = settle("kinds", run["incarnation"])
     watched = settle(watcher, finished["incarnation"])
 
-    assert step == (403, "'kinds:1' is a step of run 'kinds', not a wait (ctx.promise()); only a wait can be settled from outside")
+    assert step == (
+        403,
+        "'kinds:1' is a step of run 'kinds', not a wait (ctx.promise()); only a wait can be settled from outside",
+    )
     assert root[0] == 403 and "is the run itself, not a wait" in root[1]
     assert watched[0] == 403 and f"{watcher!r} is a watcher of run 'kinds-demo'" in watched[1]
     after = service.http.get("/runs/kinds").json()
@@ -85,9 +92,10 @@ def test_a_token_is_bound_to_its_promise_and_its_purpose(service: Service) -> No
     # The token format before incarnations: a MAC of the promise id alone.
     bare_mac = hmac.new(SECRET.encode(), b"bound:1", hashlib.sha256).hexdigest()
     # The right promise and incarnation, MACed without the callback purpose.
-    no_purpose = f"{run['incarnation']}." + hmac.new(
-        SECRET.encode(), f"bound:1\0{run['incarnation']}".encode(), hashlib.sha256
-    ).hexdigest()
+    no_purpose = (
+        f"{run['incarnation']}."
+        + hmac.new(SECRET.encode(), f"bound:1\0{run['incarnation']}".encode(), hashlib.sha256).hexdigest()
+    )
 
     answers = [
         service.http.post("/resolve", json={"id": "bound:1", "value": 1, "token": token})
@@ -101,7 +109,9 @@ def test_a_token_is_bound_to_its_promise_and_its_purpose(service: Service) -> No
 
 def test_the_notebook_gets_a_token_for_its_own_wait_and_incarnation(service: Service) -> None:
     """The demo notebook's widgets (the real step that mints them) carry this run's token."""
-    started = service.http.post("/runs", json={"pipeline": "notebook_job", "id": "minted", "params": {"job": "dara-demo"}})
+    started = service.http.post(
+        "/runs", json={"pipeline": "notebook_job", "id": "minted", "params": {"job": "dara-demo"}}
+    )
     assert started.status_code == 201, started.text
 
     run = service.wait_for("minted")
@@ -115,19 +125,30 @@ def test_the_notebook_gets_a_token_for_its_own_wait_and_incarnation(service: Ser
 def test_notebooks_are_told_to_call_back_only_where_dara_answers(tmp_path: Path) -> None:
     """A run's `url` (GET /run, notebook_job) must be DARA_PUBLIC_URL or in DARA_CALLBACK_URLS:
     otherwise the notebook's token would be sent to whatever host the caller named."""
-    settings = make_settings(tmp_path, deploy_on_start=False, callback_urls="https://dara.example.com/, http://10.0.0.5:8000")
+    settings = make_settings(
+        tmp_path, deploy_on_start=False, callback_urls="https://dara.example.com/, http://10.0.0.5:8000"
+    )
     with running_service(settings) as service:
         demo = service.http.get("/run", params={"id": "cb-url-evil", "url": "https://attacker.example"})
         posted = service.http.post(
             "/runs",
-            json={"pipeline": "notebook_job", "id": "cb-url-evil-2", "params": {"job": "j", "url": "https://attacker.example"}},
+            json={
+                "pipeline": "notebook_job",
+                "id": "cb-url-evil-2",
+                "params": {"job": "j", "url": "https://attacker.example"},
+            },
         )
         listed = service.http.post(
             "/runs",
-            json={"pipeline": "notebook_job", "id": "cb-url-ok", "params": {"job": "j", "url": "https://dara.example.com"}},
+            json={
+                "pipeline": "notebook_job",
+                "id": "cb-url-ok",
+                "params": {"job": "j", "url": "https://dara.example.com"},
+            },
         )
         own = service.http.post(
-            "/runs", json={"pipeline": "notebook_job", "id": "cb-url-own", "params": {"job": "j", "url": service.url + "/"}}
+            "/runs",
+            json={"pipeline": "notebook_job", "id": "cb-url-own", "params": {"job": "j", "url": service.url + "/"}},
         )
         missing = [service.http.get(f"/runs/{run_id}").status_code for run_id in ("cb-url-evil", "cb-url-evil-2")]
 

@@ -24,6 +24,11 @@ STRICT_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
+#: The console's pages: DARA's own script and style files, nothing inline, no other host.
+CONSOLE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 CROSS_SITE = {"Origin": EVIL, "Sec-Fetch-Site": "cross-site"}
 
 
@@ -88,8 +93,13 @@ def test_a_request_without_a_host_is_refused(open_service: Service) -> None:
 @pytest.mark.parametrize(
     "host",
     [
-        "127.0.0.1:{port}", "localhost:{port}", "LOCALHOST:{port}", "localhost.:{port}",
-        "[::1]:{port}", "[::1]", "127.0.0.1",
+        "127.0.0.1:{port}",
+        "localhost:{port}",
+        "LOCALHOST:{port}",
+        "localhost.:{port}",
+        "[::1]:{port}",
+        "[::1]",
+        "127.0.0.1",
     ],
 )
 def test_loopback_names_are_allowed_on_any_port(open_service: Service, host: str) -> None:
@@ -218,9 +228,7 @@ def test_same_origin_and_origin_less_requests_work(open_service: Service, header
     filled = {k: v.format(url=open_service.url, port=port(open_service)) for k, v in headers.items()}
     run_id = f"xs-ok-{uuid.uuid4().hex[:12]}"
 
-    started = open_service.http.post(
-        "/runs", json={"pipeline": "waits_for_callback", "id": run_id}, headers=filled
-    )
+    started = open_service.http.post("/runs", json={"pipeline": "waits_for_callback", "id": run_id}, headers=filled)
     demo = open_service.http.get("/run", params={"id": f"{run_id}-demo"}, headers=filled)
 
     assert started.status_code == 201, started.text
@@ -231,11 +239,13 @@ def test_same_origin_and_origin_less_requests_work(open_service: Service, header
 def test_a_named_host_is_an_origin_of_dara(named_hosts: Service) -> None:
     """Behind a proxy that rewrites Host, the browser's Origin is the public name."""
     ok = named_hosts.http.post(
-        "/runs", json={"pipeline": "waits_for_callback", "id": "xs-named"},
+        "/runs",
+        json={"pipeline": "waits_for_callback", "id": "xs-named"},
         headers={"Origin": "https://dara.example.com", "Sec-Fetch-Site": "same-origin"},
     )
     wrong_port = named_hosts.http.post(
-        "/runs", json={"pipeline": "waits_for_callback", "id": "xs-named-2"},
+        "/runs",
+        json={"pipeline": "waits_for_callback", "id": "xs-named-2"},
         headers={"Origin": "https://tools.example.com"},
     )
 
@@ -246,15 +256,18 @@ def test_a_named_host_is_an_origin_of_dara(named_hosts: Service) -> None:
 def test_a_star_does_not_open_the_door_to_other_origins(any_host: Service) -> None:
     """`*` allows any Host; an Origin must still be the host the request addressed."""
     own = any_host.http.post(
-        "/runs", json={"pipeline": "waits_for_callback", "id": "xs-star"},
+        "/runs",
+        json={"pipeline": "waits_for_callback", "id": "xs-star"},
         headers={"Host": "dara.internal", "Origin": "http://dara.internal"},
     )
     behind_tls = any_host.http.post(  # TLS ended at a proxy: the browser's origin is https
-        "/runs", json={"pipeline": "waits_for_callback", "id": "xs-star-tls"},
+        "/runs",
+        json={"pipeline": "waits_for_callback", "id": "xs-star-tls"},
         headers={"Host": "dara.internal", "Origin": "https://dara.internal"},
     )
     other = any_host.http.post(
-        "/runs", json={"pipeline": "waits_for_callback", "id": "xs-star-2"},
+        "/runs",
+        json={"pipeline": "waits_for_callback", "id": "xs-star-2"},
         headers={"Host": "dara.internal", "Origin": EVIL},
     )
 
@@ -287,7 +300,7 @@ def test_every_answer_carries_the_security_headers(open_service: Service, path: 
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["referrer-policy"] == "no-referrer"
     assert response.headers["x-frame-options"] == "DENY"
-    assert response.headers["content-security-policy"] == STRICT_CSP
+    assert response.headers["content-security-policy"] == (CONSOLE_CSP if path == "/ui" else STRICT_CSP)
 
 
 def test_refusals_carry_them_too(open_service: Service) -> None:
@@ -311,6 +324,8 @@ def csp(response: httpx.Response) -> dict[str, list[str]]:
 def permits(sources: list[str], url: str) -> bool:
     """Whether a CSP source list names this URL (exact file, as this policy does, or its origin)."""
     bare = url.split("?", 1)[0]
+    if bare.startswith("/") and not bare.startswith("//"):
+        return "'self'" in sources  # a file DARA serves
     origin = "/".join(bare.split("/", 3)[:3])
     return bare in sources or origin in sources
 
@@ -326,7 +341,8 @@ def test_the_docs_policy_permits_exactly_what_swagger_ui_loads(open_service: Ser
 
     assert response.status_code == 200 and "SwaggerUIBundle" in html
     assert scripts and styles and icons and len(inline) == 1
-    assert all(url.startswith("https://cdn.jsdelivr.net/") for url in scripts + styles)
+    assert all(url.startswith("/static/docs/") for url in scripts + styles + icons)  # DARA's own copies
+    assert all(open_service.http.get(url).status_code == 200 for url in scripts + styles + icons)
     assert all(permits(policy["script-src"], url) for url in scripts)
     assert all(permits(policy["style-src"], url) for url in styles)
     assert all(permits(policy["img-src"], url) for url in icons)
@@ -335,28 +351,34 @@ def test_the_docs_policy_permits_exactly_what_swagger_ui_loads(open_service: Ser
     assert "'unsafe-inline'" not in policy["script-src"] and "'unsafe-eval'" not in policy["script-src"]
     assert policy["connect-src"] == ["'self'"]  # the schema, and "Try it out"
     assert policy["default-src"] == ["'none'"] and policy["frame-ancestors"] == ["'none'"]
+    assert policy["script-src"] == ["'self'", f"'sha256-{digest}'"]  # no other host
     assert not permits(policy["script-src"], "https://cdn.jsdelivr.net/npm/evil/x.js")
 
 
-def test_the_redoc_policy_permits_its_script_fonts_and_worker(open_service: Service) -> None:
+def test_the_redoc_policy_permits_its_script_and_worker(open_service: Service) -> None:
     response = open_service.http.get("/redoc")
     policy = csp(response)
     scripts = re.findall(r'<script src="([^"]+)"', response.text)
     styles = re.findall(r'<link href="([^"]+)" rel="stylesheet"', response.text)
 
-    assert response.status_code == 200 and scripts and styles
+    assert response.status_code == 200 and scripts and not styles  # no font stylesheet from Google
     assert all(permits(policy["script-src"], url) for url in scripts)
-    assert all(permits(policy["style-src"], url) for url in styles)
+    assert all(url.startswith("/static/docs/") for url in scripts)  # DARA's own copy
+    assert "fonts.googleapis.com" not in response.text and "font-src" not in policy
     assert policy["worker-src"] == ["blob:"]  # ReDoc's search worker
-    assert policy["font-src"] == ["https://fonts.gstatic.com"]
 
 
-def test_the_ui_renders_under_the_strict_policy(open_service: Service) -> None:
-    """The status pages need nothing the strict policy forbids: inline <style>, no scripts."""
+def test_the_console_runs_only_daras_own_script_files(open_service: Service) -> None:
+    """The console's pages have no inline script or style: each is a file DARA serves."""
     page = open_service.http.get("/ui").text
+    scripts = re.findall(r"<script\b[^>]*>", page)
+    styles = re.findall(r'<link rel="stylesheet" href="([^"]+)"', page)
 
-    assert "<style>" in page
-    assert "<script" not in page
+    assert "<style" not in page and " style=" not in page
+    assert scripts and all(re.fullmatch(r'<script src="/static/console/[a-z_]+\.js" defer>', tag) for tag in scripts)
+    assert styles and all(url.startswith("/static/console/") for url in styles)
+    for url in [*styles, *(tag.split('"')[1] for tag in scripts)]:
+        assert open_service.http.get(url).status_code == 200, url
 
 
 def test_a_bad_allowed_host_is_refused_at_start(tmp_path: Path) -> None:

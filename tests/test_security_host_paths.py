@@ -19,11 +19,12 @@ from typing import Any
 
 import pytest
 
-from app.durable import REGISTRY, Context, pipeline
+from app.durable import Context, pipeline
 from steps.uploaded_files import HANDLE_PATTERN, UnknownUpload, UploadStore
 from steps.workspace_files import upload_task_files
 from tests.databricks_double import DatabricksDouble, no_content
 from tests.harness import Service, make_settings, running_service
+from tests.pipelines_for_tests import WITH_TEST_PIPELINES
 
 NOTEBOOK = "# Databricks notebook source\nprint('hello')\n"
 SECRET = "# Databricks notebook source\nSECRET = 'host file outside DARA_JOBS_ROOT'\n"
@@ -72,13 +73,9 @@ def service(layout: dict[str, Path]) -> Iterator[Service]:
         return (yield ctx.run(upload_task_files, folder, files))
 
     bypass.__name__ = bypass.__qualname__ = BYPASS
-    pipeline(name=BYPASS)(bypass)
     settings = make_settings(layout["state"], deploy_on_start=False, jobs_root=layout["root"])
-    try:
-        with running_service(settings) as svc:
-            yield svc
-    finally:
-        REGISTRY.pop(BYPASS, None)
+    with running_service(settings, pipelines=(*WITH_TEST_PIPELINES, pipeline(name=BYPASS)(bypass))) as svc:
+        yield svc
 
 
 def assert_no_host_path(text: str, layout: dict[str, Path]) -> None:
@@ -114,11 +111,13 @@ def test_pipelines_say_which_are_started_only_by_dara(service: Service) -> None:
     assert listed["upload_and_process"]["params"]["properties"]["upload"]["pattern"] == HANDLE_PATTERN
 
 
-@pytest.mark.parametrize(
-    "upload", ["/etc/passwd", "../x", "a" * 31, "A" * 32, "0" * 32 + "/../x", "0" * 32 + "\n"]
-)
+@pytest.mark.parametrize("upload", ["/etc/passwd", "../x", "a" * 31, "A" * 32, "0" * 32 + "/../x", "0" * 32 + "\n"])
 def test_post_runs_refuses_an_upload_that_is_not_a_handle(service: Service, upload: str) -> None:
-    body = {"pipeline": "upload_and_process", "id": "sec-not-a-handle", "params": {"upload": upload, "volume_path": VOLUME_FILE, "job": "j"}}
+    body = {
+        "pipeline": "upload_and_process",
+        "id": "sec-not-a-handle",
+        "params": {"upload": upload, "volume_path": VOLUME_FILE, "job": "j"},
+    }
 
     response = service.http.post("/runs", json=body)
 
@@ -156,7 +155,9 @@ def test_a_handle_issued_to_another_run_is_unknown_to_this_one(service: Service,
 
 def test_a_sound_folder_deploys(service: Service) -> None:
     """The baseline the refusals below are measured against."""
-    response = service.http.post("/jobs/deploy", json={"name": "sec-sound", "folder": "sound", "run": False, "id": "sec-sound"})
+    response = service.http.post(
+        "/jobs/deploy", json={"name": "sec-sound", "folder": "sound", "run": False, "id": "sec-sound"}
+    )
 
     assert response.status_code == 201, response.text
     assert response.json()["params"]["folder"] == "sound"  # relative: no host path in the run
@@ -183,7 +184,9 @@ def test_an_absolute_or_dotted_folder_is_refused(service: Service, layout: dict[
         assert "is outside DARA_JOBS_ROOT" in response.text
 
 
-def test_a_folder_name_the_file_system_refuses_is_a_422_without_the_path(service: Service, layout: dict[str, Path]) -> None:
+def test_a_folder_name_the_file_system_refuses_is_a_422_without_the_path(
+    service: Service, layout: dict[str, Path]
+) -> None:
     response = service.http.get("/jobs/preview", params={"folder": "x" * 300})
 
     assert response.status_code == 422, response.text
@@ -231,12 +234,24 @@ def test_a_task_file_with_dotdot_in_the_request_is_refused(service: Service) -> 
         ("sound", {"/proc/self/environ": "/Workspace/Shared/dara/x/env.py"}, "is outside DARA_JOBS_ROOT"),
         ("/", {"proc/self/environ": "/Workspace/Shared/dara/x/env.py"}, "folder '/' is outside DARA_JOBS_ROOT"),
         ("escape", {"secret.py": "/Workspace/Shared/dara/x/secret.py"}, "folder 'escape' is outside DARA_JOBS_ROOT"),
-        ("sound", {"hello.py": "/Users/victim@example.com/hello.py"}, "is outside /Workspace/Shared/dara (DARA_NOTEBOOK_DIR)"),
+        (
+            "sound",
+            {"hello.py": "/Users/victim@example.com/hello.py"},
+            "is outside /Workspace/Shared/dara (DARA_NOTEBOOK_DIR)",
+        ),
         ("sound", {"hello.py": "/Workspace/Shared/dara/../../Users/v/hello.py"}, "without '..'"),
         ("sound", {"hello.py": "/Workspace/Shared/dara-evil/hello.py"}, "is outside /Workspace/Shared/dara"),
     ],
-    ids=["dotdot-key", "symlinked-key", "absolute-key", "absolute-folder", "symlinked-folder",
-         "remote-outside", "remote-dotdot", "remote-prefix"],
+    ids=[
+        "dotdot-key",
+        "symlinked-key",
+        "absolute-key",
+        "absolute-folder",
+        "symlinked-folder",
+        "remote-outside",
+        "remote-dotdot",
+        "remote-prefix",
+    ],
 )
 def test_the_step_refuses_paths_out_of_either_root_on_its_own(
     service: Service,
@@ -262,11 +277,15 @@ def test_the_step_refuses_paths_out_of_either_root_on_its_own(
 
 
 @pytest.fixture
-def on_double(databricks_double: DatabricksDouble, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
+def on_double(
+    databricks_double: DatabricksDouble, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Service]:
     """The service on a "real" workspace (the double), which has the Files API."""
     monkeypatch.setenv("DATABRICKS_TOKEN", "test")
     databricks_double.route("PUT", "/api/2.0/fs/files{path:path}", no_content())
-    settings = make_settings(tmp_path, databricks_host=databricks_double.url, deploy_on_start=False, databricks_retry_timeout=5)
+    settings = make_settings(
+        tmp_path, databricks_host=databricks_double.url, deploy_on_start=False, databricks_retry_timeout=5
+    )
     with running_service(settings) as svc:
         yield svc
 

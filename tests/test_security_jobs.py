@@ -13,9 +13,9 @@ from databricks.sdk import WorkspaceClient
 from databricks.sdk.errors import NotFound
 from databricks.sdk.service import jobs
 
-from app.durable.errors import is_transient
 from app.workspace.deploy import demo_job_settings
 from steps.jobs import JobNotManaged, find_job_id, upsert_job
+from steps.retryable import is_transient
 from tests.harness import Service, make_settings, running_service
 
 NOTEBOOK = "# Databricks notebook source\nprint('hello')\n"
@@ -133,7 +133,10 @@ def test_deploying_twice_updates_the_job_dara_created_and_keeps_its_tag(service:
 @pytest.mark.parametrize(
     ("body", "says"),
     [
-        ({"workspace_dir": "/Users/victim@example.com/jobs"}, "workspace_dir '/Users/victim@example.com/jobs' is outside"),
+        (
+            {"workspace_dir": "/Users/victim@example.com/jobs"},
+            "workspace_dir '/Users/victim@example.com/jobs' is outside",
+        ),
         ({"workspace_dir": f"{NOTEBOOK_DIR}/../../Users/v"}, "must be an absolute path without '..'"),
         ({"workspace_dir": f"{NOTEBOOK_DIR}-evil/x"}, "is outside"),
         ({"workspace_dir": NOTEBOOK_DIR}, "is outside"),  # the root itself: the demo's notebooks live there

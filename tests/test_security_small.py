@@ -36,7 +36,7 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 SURROGATE_BODY = b'{"pipeline": "notebook_job", "id": "%s", "params": {"job": "\\ud800"}}'
 
 
-def assert_surrogate_refused(response, what: str) -> None:  # noqa: ANN001
+def assert_surrogate_refused(response, what: str) -> None:
     assert response.status_code == 422, response.text
     detail = response.json()["detail"]
     assert detail.startswith(f"{what}: a string holds the unpaired surrogate \\ud800"), detail
@@ -118,15 +118,20 @@ def test_a_lone_surrogate_in_upload_params_is_refused(plain: Service) -> None:
         ("/resolve?%54%6F%4B%65%4E=abc", "/resolve?%54%6F%4B%65%4E=[redacted]"),
         ("/resolve?callback%5Fsignature=abc", "/resolve?callback%5Fsignature=[redacted]"),
         ("/resolve?%2574oken=abc", "/resolve?%2574oken=[redacted]"),  # encoded twice
-        ("/resolve?token=a%26b;c%22d\"e&v=1", "/resolve?token=[redacted]&v=1"),  # whole, up to &
+        ('/resolve?token=a%26b;c%22d"e&v=1', "/resolve?token=[redacted]&v=1"),  # whole, up to &
         ("/resolve?v=1;token=abc&w=2", "/resolve?v=1;token=[redacted]&w=2"),
         ("/resolve?value=token%3Dabc&tokens=1", "/resolve?value=token%3Dabc&tokens=1"),  # not a key
     ],
 )
 def test_the_access_log_redacts_every_spelling_of_the_secret_keys(path: str, shown: str) -> None:
     record = logging.LogRecord(
-        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
-        ("127.0.0.1:1", "POST", path, "1.1", 200), None,
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:1", "POST", path, "1.1", 200),
+        None,
     )
 
     RedactQueryTokens().filter(record)
@@ -193,7 +198,7 @@ def test_a_body_sent_too_slowly_is_cut_off(impatient: Service) -> None:
     with connect(impatient) as sock:
         sock.sendall(
             b"POST /runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 100\r\n\r\n{\"pipeline\": "
+            b'Content-Length: 100\r\n\r\n{"pipeline": '
         )
 
         answer = until_closed(sock)
@@ -262,6 +267,7 @@ def test_health_names_the_kind_of_workspace_not_its_host(plain: Service) -> None
 def test_health_behind_a_real_workspace_says_databricks_only(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, databricks_host="https://adb-1234567890.12.azuredatabricks.net")
     workspace = SimpleNamespace(config=SimpleNamespace(host=settings.databricks_host))
+
     async def no_problem() -> None:
         return None
 

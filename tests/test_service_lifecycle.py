@@ -54,8 +54,7 @@ def wait_for_notebook_processes(service: Service) -> set[int]:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         workers = {
-            pid for pid in descendants(os.getpid())
-            if b"notebook_worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+            pid for pid in descendants(os.getpid()) if b"notebook_worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
         }
         if workers:
             return workers

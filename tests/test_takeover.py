@@ -15,10 +15,11 @@ import pytest
 from resonate.types import Value
 
 import app.runtime
-from app.runs import read_run
 from app.runtime import Runtime
+from app.services.run_status import read_run
 from app.workspace.embedded import LOCAL_TOKEN
 from tests.harness import make_settings
+from tests.pipelines_for_tests import WITH_TEST_PIPELINES
 from tests.postgres import BACKENDS, KillableNetwork, backend_settings
 from tests.shared_server import SharedServer
 
@@ -38,8 +39,10 @@ async def wait_until_waiting(runtime: Runtime, run_id: str, *, after: str | None
     """Until the run waits -- and, with ``after``, has done that step: "waiting" shows as
     soon as the wait's promise exists, which may be before the steps ahead of it ran."""
     with anyio.fail_after(30):
-        while (run := await read_run(runtime.resonate, run_id)) is None or run.status != "waiting" or (
-            after is not None and not any(s.name == after and s.state == "resolved" for s in run.steps)
+        while (
+            (run := await read_run(runtime.resonate, run_id)) is None
+            or run.status != "waiting"
+            or (after is not None and not any(s.name == after and s.state == "resolved" for s in run.steps))
         ):
             await anyio.sleep(0.02)
 
@@ -61,9 +64,7 @@ def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def workers(
-    backend: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Workers]:
+async def workers(backend: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Workers]:
     """Two workers on one in-process server, each with a local workspace of its own; or
     two workers on one Postgres database, where the second one runs the embedded
     workspace and the first uses it as a remote one (a run's Databricks runs must be
@@ -72,8 +73,12 @@ async def workers(
         shared = SharedServer()
         await shared.start()
         first_conn, second_conn = shared.worker("first"), shared.worker("second")
-        first = await Runtime.start(make_settings(tmp_path / "first", lease=LEASE), network=first_conn)
-        second = await Runtime.start(make_settings(tmp_path / "second", lease=LEASE), network=second_conn)
+        first = await Runtime.start(
+            make_settings(tmp_path / "first", lease=LEASE), network=first_conn, pipelines=WITH_TEST_PIPELINES
+        )
+        second = await Runtime.start(
+            make_settings(tmp_path / "second", lease=LEASE), network=second_conn, pipelines=WITH_TEST_PIPELINES
+        )
         try:
             yield Workers(first, second, first_conn.abandon, one_workspace=False)
         finally:
@@ -81,13 +86,15 @@ async def workers(
             await second.stop()
             await shared.stop()
         return
-    second = await Runtime.start(make_settings(tmp_path / "second", lease=LEASE, **backend))
+    second = await Runtime.start(
+        make_settings(tmp_path / "second", lease=LEASE, **backend), pipelines=WITH_TEST_PIPELINES
+    )
     try:
         assert second.embedded is not None
         monkeypatch.setenv("DATABRICKS_TOKEN", LOCAL_TOKEN)  # found by databricks-sdk's unified auth
         settings = make_settings(tmp_path / "first", lease=LEASE, databricks_host=second.embedded.host, **backend)
         first_conn = KillableNetwork(app.runtime.resonate_network(settings, "first"))
-        first = await Runtime.start(settings, network=first_conn)
+        first = await Runtime.start(settings, network=first_conn, pipelines=WITH_TEST_PIPELINES)
         try:
             yield Workers(first, second, first_conn.kill, one_workspace=True)
         finally:

@@ -63,9 +63,7 @@ def graph_in(
     for name, content in files.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(content)
-    return TaskGraph.from_data(
-        compute if compute is not None else {"sl": SERVERLESS}, tasks, folder
-    )
+    return TaskGraph.from_data(compute if compute is not None else {"sl": SERVERLESS}, tasks, folder)
 
 
 def task(name: str, *depends_on: str, **fields: Any) -> dict[str, Any]:
@@ -93,9 +91,7 @@ def test_a_sound_graph_passes(tmp_path: Path) -> None:
 
 def test_unknown_compute_is_named_with_a_suggestion(tmp_path: Path) -> None:
     graph = graph_in(tmp_path, [task("a", compute="etl-smal")], {"etl-small": SERVERLESS})
-    assert problems_of(graph) == [
-        "task 'a' uses unknown compute 'etl-smal'; did you mean 'etl-small'?"
-    ]
+    assert problems_of(graph) == ["task 'a' uses unknown compute 'etl-smal'; did you mean 'etl-small'?"]
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -105,9 +101,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_duplicate_task_names(tmp_path: Path) -> None:
     graph = graph_in(tmp_path, [task("a"), task("b"), task("a")])
-    assert problems_of(graph) == [
-        "task name 'a' is used by 2 tasks (entries #1, #3); rename all but one"
-    ]
+    assert problems_of(graph) == ["task name 'a' is used by 2 tasks (entries #1, #3); rename all but one"]
 
 
 def test_a_cycle_is_named_in_execution_order(tmp_path: Path) -> None:
@@ -134,9 +128,7 @@ def test_a_task_downstream_of_a_cycle_can_never_run(tmp_path: Path) -> None:
 
 def test_unknown_dependency(tmp_path: Path) -> None:
     graph = graph_in(tmp_path, [task("extract"), task("load", "extarct")])
-    assert problems_of(graph) == [
-        "task 'load' depends on unknown task 'extarct'; did you mean 'extract'?"
-    ]
+    assert problems_of(graph) == ["task 'load' depends on unknown task 'extarct'; did you mean 'extract'?"]
 
 
 def test_compute_of_the_wrong_kind(tmp_path: Path) -> None:
@@ -151,10 +143,11 @@ def test_compute_of_the_wrong_kind(tmp_path: Path) -> None:
         files={"q.sql": "select 1", "n.py": NOTEBOOK},
     )
     assert problems_of(graph) == [
-        "task 'q' is a SQL file but compute 'sl' is serverless compute; "
-        "SQL tasks run on a SQL warehouse (an entry with warehouse_id)",
-        "task 'n' is a notebook task but compute 'wh' is a SQL warehouse; "
-        "use a cluster or serverless compute entry",
+        (
+            "task 'q' is a SQL file but compute 'sl' is serverless compute; "
+            "SQL tasks run on a SQL warehouse (an entry with warehouse_id)"
+        ),
+        "task 'n' is a notebook task but compute 'wh' is a SQL warehouse; use a cluster or serverless compute entry",
     ]
 
 
@@ -227,22 +220,25 @@ def test_malformed_entries_are_located_by_file_entry_and_field() -> None:
         ],
     )
     assert found[:3] == [
-        "compute: etl: unknown cluster setting(s) num_worker; a new cluster takes the fields "
-        "of the Clusters API (spark_version, node_type_id, num_workers, autoscale, "
-        "spark_conf, ...)",
-        "compute: odd: a compute entry must be exactly one of: a new cluster spec (with "
-        "spark_version), {existing_cluster_id: ...}, {warehouse_id: ...} or "
-        "{serverless: {environment_version: ...}}",
-        "compute: bad name.(name): 'bad name' is not a valid name: start with a letter, then "
-        "letters, digits, '_' or '-' (at most 100 characters)",
+        (
+            "compute: etl: unknown cluster setting(s) num_worker; a new cluster takes the fields "
+            "of the Clusters API (spark_version, node_type_id, num_workers, autoscale, "
+            "spark_conf, ...)"
+        ),
+        (
+            "compute: odd: a compute entry must be exactly one of: a new cluster spec (with "
+            "spark_version), {existing_cluster_id: ...}, {warehouse_id: ...} or "
+            "{serverless: {environment_version: ...}}"
+        ),
+        (
+            "compute: bad name.(name): 'bad name' is not a valid name: start with a letter, then "
+            "letters, digits, '_' or '-' (at most 100 characters)"
+        ),
     ]
     assert found[3] == "tasks: task #1 ('a').retries: Input should be greater than or equal to 0"
     assert found[4].startswith("tasks: task #2 ('b').file: file '../b.py' must be a path inside")
     assert found[5].startswith("tasks: task #2 ('b').timeout: timeout 'soon' is not a duration")
-    assert found[6] == (
-        "tasks: task #3 ('c'): cannot tell the format of 'c.txt'; "
-        "set format: notebook, python or sql"
-    )
+    assert found[6] == ("tasks: task #3 ('c'): cannot tell the format of 'c.txt'; set format: notebook, python or sql")
     assert found[7].startswith("tasks: task #4 ('d'): parameters of a notebook task are named")
     assert len(found) == 8
 
@@ -260,12 +256,12 @@ def test_broken_documents_are_reported_together(tmp_path: Path) -> None:
 
 def test_a_yaml_boolean_as_parameter_name_is_explained() -> None:
     with pytest.raises(TaskGraphError) as caught:
-        TaskGraph.from_text(
-            "sl: {warehouse_id: w}", "- {name: a, file: a.sql, compute: sl, parameters: {on: 1}}"
-        )
+        TaskGraph.from_text("sl: {warehouse_id: w}", "- {name: a, file: a.sql, compute: sl, parameters: {on: 1}}")
     assert caught.value.problems == [
-        "tasks: task #1 ('a').parameters: parameter name True is not text; quote it (YAML reads "
-        "unquoted yes/no/on/off/true/false as booleans and digits as numbers)"
+        (
+            "tasks: task #1 ('a').parameters: parameter name True is not text; quote it (YAML reads "
+            "unquoted yes/no/on/off/true/false as booleans and digits as numbers)"
+        )
     ]
 
 
@@ -278,8 +274,7 @@ def test_duplicate_yaml_keys_are_refused() -> None:
 def test_scalars_become_strings_and_durations_seconds() -> None:
     graph = TaskGraph.from_text(
         "sl: {serverless: {environment_version: 1}}",
-        "- {name: a, file: a.py, compute: sl, timeout: 1h30m,"
-        "   parameters: {n: 10, x: 1.5, dry: no}}",
+        "- {name: a, file: a.py, compute: sl, timeout: 1h30m,   parameters: {n: 10, x: 1.5, dry: no}}",
     )
     (spec,) = graph.tasks
     assert spec.parameters == {"n": "10", "x": "1.5", "dry": "false"}
@@ -363,9 +358,7 @@ def test_explicit_files_override_the_convention(tmp_path: Path) -> None:
     graph_in(tmp_path / "project", [], files=FILES)
     (tmp_path / "c.json").write_text(json.dumps(COMPUTE))
     (tmp_path / "t.yaml").write_text(yaml.safe_dump(TASKS))
-    graph = TaskGraph.from_folder(
-        tmp_path / "project", compute=tmp_path / "c.json", tasks=tmp_path / "t.yaml"
-    )
+    graph = TaskGraph.from_folder(tmp_path / "project", compute=tmp_path / "c.json", tasks=tmp_path / "t.yaml")
     assert validate(graph).folder == (tmp_path / "project").resolve()
 
 
@@ -475,9 +468,7 @@ def test_svg_preview_is_well_formed_with_a_box_per_task_and_an_arrow_per_edge(
     for name, box in boxes.items():
         assert box.find("svg:rect", ns) is not None
         assert name in [t.text for t in box.iterfind("svg:text", ns)]
-    edges = {
-        (p.get("data-from"), p.get("data-to")) for p in svg.iterfind("svg:path[@class='edge']", ns)
-    }
+    edges = {(p.get("data-from"), p.get("data-to")) for p in svg.iterfind("svg:path[@class='edge']", ns)}
     assert edges == {("root", "left"), ("root", "right"), ("left", "report"), ("right", "report")}
     x = {name: float(box.find("svg:rect", ns).get("x")) for name, box in boxes.items()}  # type: ignore[union-attr]
     assert x["root"] < x["left"] == x["right"] < x["report"]
@@ -557,10 +548,7 @@ def test_cli_dry_run_prints_the_job_without_calling_anything(tmp_path: Path) -> 
         "extract",
         "report",
     ]
-    assert (
-        settings.tasks[0].notebook_task.notebook_path
-        == "/Workspace/Shared/dara/orders/by_product.py"
-    )  # type: ignore[index,union-attr]
+    assert settings.tasks[0].notebook_task.notebook_path == "/Workspace/Shared/dara/orders/by_product.py"  # type: ignore[index,union-attr]
     assert "3 levels" in done.stderr
     assert not (tmp_path / "state").exists()  # no workspace was started
 
@@ -568,9 +556,7 @@ def test_cli_dry_run_prints_the_job_without_calling_anything(tmp_path: Path) -> 
 def test_cli_reports_every_problem_and_exits_2(tmp_path: Path) -> None:
     graph_in(tmp_path, [], files={"a.py": NOTEBOOK})
     (tmp_path / "compute.yaml").write_text(yaml.safe_dump({"sl": SERVERLESS}))
-    (tmp_path / "tasks.yaml").write_text(
-        yaml.safe_dump([task("a", "b"), task("b", "a", compute="gpu")])
-    )
+    (tmp_path / "tasks.yaml").write_text(yaml.safe_dump([task("a", "b"), task("b", "a", compute="gpu")]))
     done = deploy_script(str(tmp_path), "--dry-run", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stdout == ""
@@ -647,9 +633,7 @@ def test_the_example_deploys_redeploys_unchanged_and_runs(
 
     run = w.jobs.run_now(job_id).result(timeout=timedelta(minutes=3))
     ran = time.monotonic()
-    assert run.state is not None and run.state.result_state == jobs.RunResultState.SUCCESS, (
-        run.state
-    )
+    assert run.state is not None and run.state.result_state == jobs.RunResultState.SUCCESS, run.state
     assert {t.task_key: t.state.result_state for t in run.tasks or [] if t.state} == {
         name: jobs.RunResultState.SUCCESS for name in tasks
     }

@@ -1,27 +1,31 @@
 """Generator pipelines and plain steps on top of the Resonate SDK.
 
 ``pipeline`` declares a pipeline; ``Context`` is what it receives; steps are plain
-functions that may ask for ``StepInfo`` or any registered dependency by type.
+functions that may ask for ``StepInfo`` or a type provided in ``StepDependencies``.
 """
 
-from app.durable.context import Context, StepCall, WaitDefaults
+from app.durable.context import Context, StepCall, WaitDefaults, Watchers
 from app.durable.errors import StepError
-from app.durable.pipeline import REGISTRY, SERVER_ONLY, Pipeline, drive, pipeline
+from app.durable.pipeline import SERVER_ONLY, Pipeline, catalog, drive, pipeline
+from app.durable.retries import RetryPolicy
 from app.durable.run_meta import ANONYMOUS, RunMeta
-from app.durable.step import StepInfo, StepRetry
+from app.durable.step import StepDependencies, StepDoubles, StepInfo
 
 __all__ = [
     "ANONYMOUS",
+    "RetryPolicy",
     "RunMeta",
-    "REGISTRY",
     "SERVER_ONLY",
     "Context",
     "Pipeline",
     "StepCall",
     "StepError",
+    "StepDependencies",
+    "StepDoubles",
     "StepInfo",
-    "StepRetry",
     "WaitDefaults",
+    "Watchers",
+    "catalog",
     "drive",
     "pipeline",
 ]

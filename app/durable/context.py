@@ -19,21 +19,31 @@ from resonate.context import Context as ResonateContext
 from resonate.context import ResonateFuture
 from resonate.error import ApplicationError
 from resonate.resonate import Resonate
-from resonate.retry import Never
-from resonate.types import Value
+from resonate.types import PromiseRecord
 
 from app.durable.errors import WaitTimedOut
+from app.durable.resonate_format import future_id, rejection
+from app.durable.retries import sdk_retry_policy
 from app.durable.run_meta import RUN_META, RunMeta
-from app.durable.step import StepInfo, durable_step, injected_parameters, return_type
+from app.durable.step import StepDoubles, durable_step, injected_parameters, return_type, step_dependencies
+from app.durable.telemetry import settled_record, telemetry_of
 
 
 #: Where a watchdog enforces deadlines: how long after its deadline the promise's own
 #: timeout falls, the backstop if no worker is alive to run the watchdog.
 EXPIRY_MARGIN = timedelta(minutes=1)
 
-#: Names the watchers (app.watchers) are registered under.
-EXPIRE = "dara.expire_promise"
-WATCH = "dara.watch_run"
+
+@dataclass(frozen=True)
+class Watchers:
+    """The durable functions that guard a pipeline's waits, by the name each is registered
+    under. This layer says what they are for; the wiring (app.wiring) says which functions
+    they are and registers them under these names."""
+
+    #: Rejects a wait at its deadline on a backend that does not: ``(promise_id, seconds)``.
+    expire: str
+    #: Watches a Databricks run for a wait: ``(run, promise_id, check, settle)``.
+    watch: str
 
 
 @dataclass(frozen=True)
@@ -49,9 +59,11 @@ class WaitDefaults:
 
 
 @functools.cache
-def _durable_step(step: typing.Callable[..., Any], injected: tuple[tuple[str, type], ...]) -> Any:
+def _durable_step(
+    step: typing.Callable[..., Any], injected: tuple[tuple[str, type], ...], name: str
+) -> Any:
     """One SDK-facing wrapper per step, built once: ``ctx.run`` is hot on every replay."""
-    return durable_step(step, dict(injected))
+    return durable_step(step, dict(injected), name)
 
 
 class StepCall[T]:
@@ -96,14 +108,26 @@ class Wait:
 
     async def _value(self) -> Any:
         try:
-            return await self._future
+            value = await self._future
         except ApplicationError:
             # A backend timeout settles the promise with no value, which the SDK
             # reports as "unknown error: null": name it. Only failures pay this read.
-            record = await self._ctx.get_dependency(Resonate).promises.get(self._future._id)
+            record = await self._ctx.get_dependency(Resonate).promises.get(future_id(self._future))
+            self._passed(record)
             if record.state == "rejected_timedout":
                 raise WaitTimedOut(record.id, record.timeout_at) from None
             raise
+        except Exception:
+            self._passed(settled_record(self._ctx, future_id(self._future)))
+            raise
+        self._passed(settled_record(self._ctx, future_id(self._future)))
+        return value
+
+    def _passed(self, record: PromiseRecord | None) -> None:
+        """Tell the telemetry the pipeline got past this wait (not when it suspended on it)."""
+        if record is not None and record.state != "pending":
+            info = self._ctx.info
+            telemetry_of(self._ctx).wait_passed(info.origin_id, info.func_name, record)
 
 
 class Context:
@@ -125,12 +149,13 @@ class Context:
 
     def run[T](self, step: typing.Callable[..., T], /, *args: Any, **kwargs: Any) -> StepCall[T]:
         """Run ``step`` once, durably: a replay returns its recorded result."""
-        injected = injected_parameters(step, self._ctx)
-        if StepInfo in injected.values():
+        runs = self._double(step) or step
+        injected = injected_parameters(runs, self._ctx)
+        if any(map(step_dependencies(self._ctx).gives_step_info, injected.values())):
             # In memory only: the SDK records a local step's result, not its arguments.
             kwargs[RUN_META] = self.meta
-        future = self._ctx.options(retry_policy=Never()).run(
-            _durable_step(step, tuple(injected.items())), *args, **kwargs
+        future = self._ctx.options(retry_policy=sdk_retry_policy()).run(
+            _durable_step(runs, tuple(injected.items()), step.__name__), *args, **kwargs
         )
         return StepCall(future, return_type(step))
 
@@ -147,8 +172,8 @@ class Context:
         else:
             future = self._ctx.promise(timeout + EXPIRY_MARGIN)
             # The id is minted synchronously; ResonateFuture.id() would wait for the create.
-            self._ctx.detached(EXPIRE, future._id, timeout.total_seconds())
-        self._waits.append(future._id)
+            self._ctx.detached(self._watchers().expire, future_id(future), timeout.total_seconds())
+        self._waits.append(future_id(future))
         return Wait(future, self._ctx)
 
     def watch(self, run: Any, promise_id: str, *, settle: bool = False) -> ResonateFuture[str]:
@@ -156,8 +181,17 @@ class Context:
 
         With ``settle=True`` (jobs whose notebooks do not call back) the run's end
         settles the promise instead: resolved with per-task results on success.
+
+        ``promise_id`` must be a wait of this run: the run was started with its id, so it
+        was created first (pipelines.job_callback does all three in that order).
         """
-        return self.detach(WATCH, run, promise_id, 0, settle)
+        if promise_id not in self._waits:
+            msg = (
+                f"ctx.watch: {promise_id!r} is not a wait of this run; create the wait with "
+                "ctx.promise(), start the run with its id, then watch the run"
+            )
+            raise ValueError(msg)
+        return self.detach(self._watchers().watch, run, promise_id, 0, settle)
 
     def detach(self, function: str, /, *args: Any) -> ResonateFuture[str]:
         """Start a registered durable function on its own; it outlives this pipeline."""
@@ -172,7 +206,7 @@ class Context:
         if not self._waits:
             return
         promises = self._ctx.get_dependency(Resonate).promises
-        reason = Value(data={"__type": "error", "message": f"abandoned: the pipeline failed first ({failure})"})
+        reason = rejection(f"abandoned: the pipeline failed first ({failure})")
         for promise_id in self._waits:
             if (await promises.get(promise_id)).state == "pending":
                 await promises.reject(promise_id, reason)
@@ -182,3 +216,17 @@ class Context:
             return self._ctx.get_dependency(WaitDefaults)
         except KeyError:
             return WaitDefaults()
+
+    def _watchers(self) -> Watchers:
+        try:
+            return self._ctx.get_dependency(Watchers)
+        except KeyError:
+            msg = "no watchers are wired for waits: register Watchers with Resonate (app.wiring)"
+            raise LookupError(msg) from None
+
+    def _double(self, step: typing.Callable[..., Any]) -> typing.Callable[..., Any] | None:
+        try:
+            doubles = self._ctx.get_dependency(StepDoubles)
+        except KeyError:
+            return None  # as in production: no test registered any
+        return doubles.get(step)

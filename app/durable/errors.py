@@ -1,4 +1,7 @@
-"""The errors a pipeline sees, and which failures are worth retrying.
+"""The errors a pipeline sees, and the hint each Databricks failure comes with.
+
+Which failures are worth retrying is each step's declaration (steps.retryable), and how
+they are retried the runner's policy (app.durable.retries).
 
 Errors cross the durability boundary as ``{"message": ...}`` (plus a best-effort
 pickle). Everything here therefore keeps its useful content *in the message* and
@@ -8,10 +11,8 @@ replay after a restart all show the same text.
 
 from __future__ import annotations
 
-import socket
 from datetime import UTC, datetime
 
-import requests
 from databricks.sdk import errors as dbx
 
 #: How a wait that reached its deadline starts its error message (the run's status
@@ -35,21 +36,6 @@ class WaitTimedOut(Exception):
         return (WaitTimedOut, (self.promise_id, self.deadline_ms))
 
 
-#: Failures that say "try again later", not "this will never work".
-TRANSIENT: tuple[type[BaseException], ...] = (
-    dbx.TooManyRequests,
-    dbx.RequestLimitExceeded,
-    dbx.TemporarilyUnavailable,
-    dbx.InternalError,
-    dbx.DeadlineExceeded,
-    dbx.Aborted,
-    requests.ConnectionError,
-    requests.Timeout,
-    ConnectionError,
-    TimeoutError,
-    socket.timeout,
-)
-
 #: What to do about a permanent Databricks failure, by error class.
 HINTS: tuple[tuple[type[BaseException], str], ...] = (
     (dbx.Unauthenticated, "check DATABRICKS_HOST and the credentials databricks-sdk finds "
@@ -63,32 +49,12 @@ HINTS: tuple[tuple[type[BaseException], str], ...] = (
 )
 
 
-def is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, TRANSIENT) or is_capacity(exc)
-
-
-#: Error codes and messages that say "the workspace has no room for this now".
-CAPACITY_CODES = frozenset({"RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED", "REQUEST_LIMIT_EXCEEDED"})
-CAPACITY_MESSAGES = ("queue limit", "maximum number of concurrent runs", "too many runs")
-
-
-def is_capacity(exc: BaseException) -> bool:
-    """The workspace is full for now -- throttled, over a quota, its run queue full -- and
-    will have room later: worth waiting for as long as the run may last, not a failure."""
-    if isinstance(exc, dbx.TooManyRequests):  # 429, RESOURCE_EXHAUSTED, REQUEST_LIMIT_EXCEEDED
-        return True
-    if not isinstance(exc, dbx.DatabricksError):
-        return False
-    text = str(exc).lower()
-    return exc.error_code in CAPACITY_CODES or any(phrase in text for phrase in CAPACITY_MESSAGES)
-
-
 def hint_for(exc: BaseException) -> str | None:
     return next((hint for kind, hint in HINTS if isinstance(exc, kind)), None)
 
 
 class StepError(Exception):
-    """A step failed for good: permanent error, or transient retries exhausted."""
+    """A step failed for good: permanent error, or its retries exhausted (app.durable.retries)."""
 
     def __init__(self, step: str, message: str, hint: str | None = None) -> None:
         self.step = step

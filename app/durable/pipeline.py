@@ -14,6 +14,10 @@ The SDK reads the registered function's signature and type hints to decode argum
 and results, so the driver carries the generator's parameters (hints resolved) and
 its ``Generator[..., ..., R]`` return type ``R``. Without that, a typed argument would
 silently arrive as a ``dict``.
+
+Each execution of a run -- the first, and one per resume, since the generator replays
+from its first line -- is reported to the runtime's telemetry (app.durable.telemetry),
+with how the run ended when it did. Watchers are driven here too, but are not runs.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ import pydantic
 from resonate.context import Context as ResonateContext
 
 from app.durable.context import Context
+from app.durable.errors import TIMED_OUT
 from app.durable.run_meta import RUN_META, RunMeta, sdk_parameters
+from app.durable.telemetry import Execution, telemetry_of
 
 type PipelineFunction = typing.Callable[..., typing.Generator[Any, Any, Any]]
 type DurableFunction = typing.Callable[..., typing.Awaitable[Any]]
@@ -66,30 +72,12 @@ def drive(gen_fn: PipelineFunction, *, wait_timeout: timedelta | None = None) ->
         meta = RunMeta.of(kwargs.pop(RUN_META, None))
         context = Context(ctx, wait_timeout=wait_timeout, meta=meta)
         gen = gen_fn(context, *args, **kwargs)
-        value: Any = None
-        error: Exception | None = None
-        while True:
-            try:
-                yielded = gen.send(value) if error is None else gen.throw(error)
-            except StopIteration as stop:
-                return stop.value
-            except Exception as failure:
-                # The SDK will not settle a workflow while a promise it created is still
-                # pending, so a pipeline failing before its callback arrived would hang
-                # until the callback's deadline. Settle those promises first.
-                await context.abandon_waits(failure)
-                raise
-            value, error = None, None
-            if not inspect.isawaitable(yielded):
-                error = YieldError(
-                    f"{gen_fn.__name__} yielded {yielded!r}; a pipeline yields only "
-                    "ctx.run(...), ctx.promise(), ctx.sleep(...) or their .id()"
-                )
-                continue
-            try:
-                value = await yielded
-            except Exception as exc:  # noqa: BLE001 -- handed to the pipeline to catch
-                error = exc
+        info = ctx.info
+        if info.id != info.origin_id:  # a watcher, detached from its run: not a run of its own
+            return await _run(gen, context)
+        execution = Execution(info.id, info.func_name, meta)
+        with telemetry_of(ctx).execution(execution):
+            return await _run(gen, context, execution)
 
     signature = user_signature(gen_fn)
     durable.__name__ = durable.__qualname__ = gen_fn.__name__
@@ -100,6 +88,43 @@ def drive(gen_fn: PipelineFunction, *, wait_timeout: timedelta | None = None) ->
         parameters=sdk_parameters(list(signature.parameters.values()))
     )
     return durable
+
+
+async def _run(gen: typing.Generator[Any, Any, Any], context: Context, execution: Execution | None = None) -> Any:
+    """Await what ``gen`` yields and send it back in, to its end; say how it ended in ``execution``."""
+    value: Any = None
+    error: Exception | None = None
+    while True:
+        try:
+            yielded = gen.send(value) if error is None else gen.throw(error)
+        except StopIteration as stop:
+            if execution is not None:
+                execution.status = "done"
+            return stop.value
+        except Exception as failure:
+            if execution is not None:
+                execution.status, execution.error = _failure_status(failure), failure
+            # The SDK will not settle a workflow while a promise it created is still
+            # pending, so a pipeline failing before its callback arrived would hang
+            # until the callback's deadline. Settle those promises first.
+            await context.abandon_waits(failure)
+            raise
+        value, error = None, None
+        if not inspect.isawaitable(yielded):
+            error = YieldError(
+                f"{gen.__name__} yielded {yielded!r}; a pipeline yields only "
+                "ctx.run(...), ctx.promise(), ctx.sleep(...) or their .id()"
+            )
+            continue
+        try:
+            value = await yielded
+        except Exception as exc:  # noqa: BLE001 -- handed to the pipeline to catch
+            error = exc
+
+
+def _failure_status(failure: Exception) -> str:
+    """The status ``GET /runs/{id}`` will show for a run that raised ``failure`` (app.services.run_status)."""
+    return "timed_out" if str(failure).startswith(TIMED_OUT) else "failed"
 
 
 def user_signature(gen_fn: PipelineFunction, *, include_extras: bool = False) -> inspect.Signature:
@@ -126,7 +151,7 @@ def _generator_return(hint: Any) -> Any:
 
 @dataclass
 class Pipeline:
-    """A registered pipeline: its name, the driver the SDK runs, and its parameters."""
+    """A declared pipeline: its name, the driver the SDK runs, and its parameters."""
 
     name: str
     function: PipelineFunction
@@ -189,12 +214,8 @@ def params_model(name: str, signature: inspect.Signature) -> type[pydantic.BaseM
     )
 
 
-#: Every pipeline defined with :func:`pipeline`, by name.
-REGISTRY: dict[str, Pipeline] = {}
-
-
 @typing.overload
-def pipeline(fn: PipelineFunction, /) -> PipelineFunction: ...
+def pipeline(fn: PipelineFunction, /) -> Pipeline: ...
 @typing.overload
 def pipeline(
     *,
@@ -202,7 +223,7 @@ def pipeline(
     deadline: timedelta | None = None,
     wait_timeout: timedelta | None = None,
     server_only: str | None = None,
-) -> typing.Callable[[PipelineFunction], PipelineFunction]: ...
+) -> typing.Callable[[PipelineFunction], Pipeline]: ...
 def pipeline(
     fn: PipelineFunction | None = None,
     /,
@@ -212,7 +233,10 @@ def pipeline(
     wait_timeout: timedelta | None = None,
     server_only: str | None = None,
 ) -> Any:
-    """Declare a pipeline. Defining it is registering it: the service finds it by name.
+    """Declare a pipeline: the decorated name is its :class:`Pipeline`.
+
+    Declaring registers nothing: the service runs the pipelines it is given, by default
+    those listed in ``pipelines.PIPELINES`` (app.wiring).
 
     ``deadline`` bounds each run of it and ``wait_timeout`` each of its waits; both
     default to the service's settings (DARA_RUN_DEADLINE, DARA_CALLBACK_TIMEOUT).
@@ -220,15 +244,21 @@ def pipeline(
     only DARA may compute: ``POST /runs`` then refuses it and points there.
     """
 
-    def register(gen_fn: PipelineFunction) -> PipelineFunction:
-        key = name or gen_fn.__name__
-        existing = REGISTRY.get(key)
-        if existing is not None and existing.function.__qualname__ != gen_fn.__qualname__:
-            msg = f"two pipelines are named {key!r}: rename one (pipeline(name=...))"
-            raise ValueError(msg)
-        REGISTRY[key] = Pipeline(
-            key, gen_fn, deadline=deadline, wait_timeout=wait_timeout, server_only=server_only
+    def declare(gen_fn: PipelineFunction) -> Pipeline:
+        return Pipeline(
+            name or gen_fn.__name__, gen_fn, deadline=deadline, wait_timeout=wait_timeout, server_only=server_only
         )
-        return gen_fn
 
-    return register(fn) if fn is not None else register
+    return declare(fn) if fn is not None else declare
+
+
+def catalog(*pipelines: Pipeline) -> dict[str, Pipeline]:
+    """``pipelines`` by name, as the service looks them up; refuses two of one name."""
+    named: dict[str, Pipeline] = {}
+    for declared in pipelines:
+        existing = named.get(declared.name)
+        if existing is not None and existing is not declared:
+            msg = f"two pipelines are named {declared.name!r}: rename one (pipeline(name=...))"
+            raise ValueError(msg)
+        named[declared.name] = declared
+    return named

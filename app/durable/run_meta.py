@@ -8,16 +8,19 @@ created: starting the same id again returns the existing promise, facts included
 
 - ``started_by``: who started the run (shown in the API and pages; cancel checks it).
 - ``incarnation``: a nonce unique to this creation of the run id. Callback tokens
-  are bound to it (app.callbacks), so a token issued to an earlier run that had the
+  are bound to it (app.callback_tokens), so a token issued to an earlier run that had the
   same id -- before an in-process server restarted, say -- cannot settle this one.
+- ``started_at``: when it was started (epoch ms), so whichever worker ends the run
+  can tell how long it took without reading the root promise back (app.metrics).
 
 Runs created before these facts existed read as started by ``anonymous`` with an
-empty incarnation.
+empty incarnation and a ``started_at`` of 0 (unknown).
 """
 
 from __future__ import annotations
 
 import inspect
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -32,10 +35,12 @@ ANONYMOUS = "anonymous"
 class RunMeta:
     started_by: str = ANONYMOUS
     incarnation: str = ""
+    #: Epoch ms; 0 when unknown (a run started before DARA recorded it).
+    started_at: int = 0
 
     @classmethod
     def new(cls, started_by: str) -> RunMeta:
-        return cls(started_by=started_by, incarnation=uuid.uuid4().hex)
+        return cls(started_by=started_by, incarnation=uuid.uuid4().hex, started_at=int(time.time() * 1000))
 
     @classmethod
     def of(cls, data: Any) -> RunMeta:
@@ -45,13 +50,15 @@ class RunMeta:
         if not isinstance(data, dict):
             return cls()
         started_by, incarnation = data.get("started_by"), data.get("incarnation")
+        started_at = data.get("started_at")
         return cls(
             started_by=started_by if isinstance(started_by, str) and started_by else ANONYMOUS,
             incarnation=incarnation if isinstance(incarnation, str) else "",
+            started_at=started_at if type(started_at) is int and started_at > 0 else 0,
         )
 
-    def as_kwarg(self) -> dict[str, str]:
-        return {"started_by": self.started_by, "incarnation": self.incarnation}
+    def as_kwarg(self) -> dict[str, str | int]:
+        return {"started_by": self.started_by, "incarnation": self.incarnation, "started_at": self.started_at}
 
 
 def sdk_parameters(params: list[inspect.Parameter]) -> list[inspect.Parameter]:

@@ -3,16 +3,17 @@
 A step is an ordinary function (``def run_job(w: WorkspaceClient, job: str) -> JobRun``):
 no Resonate context, no retry loop, no threads. This module adapts it for the SDK:
 
-* **Injection.** A parameter annotated with :class:`StepInfo` or with the type of a
-  dependency the runtime registered (``resonate.with_dependency``) is filled in here;
-  the pipeline passes only the rest. Like FastAPI dependencies, by type.
-* **Threads.** A synchronous step runs through :func:`asyncio.to_thread`, because the
-  SDK runs steps on the event loop thread and a blocking ``databricks-sdk`` call there
-  would stall the heartbeat and lose the lease.
-* **Retries.** Transient failures (429, 5xx, timeouts, dropped connections) are retried
-  with doubling delays a bounded number of times; anything else fails at once. The
-  SDK's own retry policy cannot tell the two apart (it never sees the exception), so it
-  is set to ``Never`` for steps and the loop lives here.
+* **Injection.** A parameter annotated with a type the service provided for steps
+  (:class:`StepDependencies`, filled in explicitly by app.wiring) is filled in here, as
+  is one annotated :class:`StepInfo` (or a protocol registered to receive it); the
+  pipeline passes only the rest. Like FastAPI dependencies, by type -- but only the
+  types listed there, so nothing else registered with Resonate can make a parameter
+  vanish from a step's signature.
+* **Retries and threads.** The step is called, in a worker thread if it is synchronous,
+  and retried as it declares (steps.retryable) by the runner's one policy
+  (app.durable.retries).
+* **Telemetry.** Each execution of a step, and each retry, is reported to the
+  runtime's telemetry (app.durable.telemetry): metrics and, when configured, a span.
 * **Names.** The settled value is ``{"step": name, "result": value}``, so the step's
   name is visible wherever its promise is read: ``GET /runs/{id}``, ``resonate promises
   get``, ``resonate tree``. A failure is raised as :class:`StepError`, whose message
@@ -21,19 +22,18 @@ no Resonate context, no retry loop, no threads. This module adapts it for the SD
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import hashlib
 import inspect
-import time
 import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from resonate.context import Context as ResonateContext
 
-from app.durable.errors import StepError, is_capacity, is_transient
+from app.durable.retries import RetryPolicy, call_with_retries
 from app.durable.run_meta import ANONYMOUS, RUN_META, RunMeta, sdk_parameters
+from app.durable.telemetry import telemetry_of
 
 
 @dataclass(frozen=True)
@@ -64,24 +64,76 @@ class StepInfo:
         return f"dara-{digest[:48]}"
 
 
-@dataclass(frozen=True)
-class StepRetry:
-    """How often, and how patiently, transient step failures are retried."""
+class StepDependencies:
+    """What steps are given, by the type they declare: each type provided explicitly.
 
-    retries: int = 3
-    delay: float = 2.0
-    #: Longest wait between tries while the workspace is full (capacity errors).
-    capacity_max_delay: float = 15.0
+    One instance is registered with Resonate (app.wiring); a step parameter annotated
+    with a type provided here is filled in with its value, one annotated
+    :class:`StepInfo` -- or a protocol given :meth:`step_info_as` -- with the step's own
+    info. A protocol (steps.injected) is the usual key: the step names what it needs, the
+    service decides what provides it.
+    """
 
-    def delays(self) -> typing.Iterator[float]:
-        return (self.delay * 2**attempt for attempt in range(self.retries))
+    def __init__(self) -> None:
+        self._values: dict[type, Any] = {}
+        self._step_info: set[type] = {StepInfo}
 
-    def capacity_delays(self) -> typing.Iterator[float]:
-        """Waits while the workspace has no room: doubling, capped, for as long as it takes."""
-        delay = self.delay
-        while True:
-            yield delay
-            delay = min(delay * 2, self.capacity_max_delay)
+    def provide(self, kind: type, value: object) -> Self:
+        """Give ``value`` to every step parameter annotated ``kind`` (checked here, at wiring,
+        as far as ``isinstance`` can: a type checker cannot take a protocol for ``type[T]``)."""
+        if _checkable(kind) and not isinstance(value, kind):
+            msg = f"{type(value).__qualname__} does not provide {kind.__qualname__}: it lacks what steps ask of it"
+            raise TypeError(msg)
+        self._values[kind] = value
+        return self
+
+    def step_info_as(self, kind: type) -> Self:
+        """Give a step its own :class:`StepInfo` for a parameter annotated ``kind``."""
+        if _checkable(kind) and not isinstance(StepInfo("x:1", "x", 0), kind):
+            msg = f"StepInfo does not provide {kind.__qualname__}"
+            raise TypeError(msg)
+        self._step_info.add(kind)
+        return self
+
+    def provides(self, kind: type) -> bool:
+        return kind in self._values or kind in self._step_info
+
+    def gives_step_info(self, kind: type) -> bool:
+        return kind in self._step_info
+
+    def value(self, kind: type, info: StepInfo) -> Any:
+        return info if kind in self._step_info else self._values[kind]
+
+
+def _checkable(kind: type) -> bool:
+    """Whether ``isinstance(value, kind)`` answers: a class, or a runtime-checkable protocol."""
+    if getattr(kind, "_is_protocol", False):
+        return bool(getattr(kind, "_is_runtime_protocol", False))
+    return True
+
+
+def step_dependencies(ctx: ResonateContext) -> StepDependencies:
+    """What the wiring provided; without it (a bare Resonate), only :class:`StepInfo`."""
+    try:
+        return ctx.get_dependency(StepDependencies)
+    except KeyError:
+        return StepDependencies()
+
+
+class StepDoubles:
+    """Steps stood in for by others, by the step they stand in for: how a unit test runs a
+    pipeline on fake steps, as Temporal's tests register mocked activities.
+
+    Registered with Resonate by a test only. A double runs under the name of the step it
+    stands in for, and its result is decoded as that step's, so the run reads as with
+    the real step.
+    """
+
+    def __init__(self, doubles: typing.Mapping[Any, typing.Callable[..., Any]]) -> None:
+        self._doubles = dict(doubles)
+
+    def get(self, step: typing.Callable[..., Any]) -> typing.Callable[..., Any] | None:
+        return self._doubles.get(step)
 
 
 @functools.cache
@@ -91,21 +143,12 @@ def _hints(step: typing.Callable[..., Any]) -> dict[str, Any]:
 
 def injected_parameters(step: typing.Callable[..., Any], ctx: ResonateContext) -> dict[str, type]:
     """Which of ``step``'s parameters DARA fills in, by name -> type."""
-    injected: dict[str, type] = {}
-    for name, hint in _hints(step).items():
-        if name == "return" or not isinstance(hint, type):
-            continue
-        if hint is StepInfo or _has_dependency(ctx, hint):
-            injected[name] = hint
-    return injected
-
-
-def _has_dependency(ctx: ResonateContext, kind: type) -> bool:
-    try:
-        ctx.get_dependency(kind)
-    except KeyError:
-        return False
-    return True
+    provided = step_dependencies(ctx)
+    return {
+        name: hint
+        for name, hint in _hints(step).items()
+        if name != "return" and isinstance(hint, type) and provided.provides(hint)
+    }
 
 
 def return_type(step: typing.Callable[..., Any]) -> Any:
@@ -113,10 +156,11 @@ def return_type(step: typing.Callable[..., Any]) -> Any:
 
 
 def durable_step(
-    step: typing.Callable[..., Any], injected: dict[str, type]
+    step: typing.Callable[..., Any], injected: dict[str, type], name: str | None = None
 ) -> typing.Callable[..., typing.Awaitable[dict[str, Any]]]:
-    """Wrap ``step`` as the ``async def (ctx, ...)`` function the SDK executes."""
-    name = step.__name__
+    """Wrap ``step`` as the ``async def (ctx, ...)`` function the SDK executes, named
+    ``name`` (default: the step's own)."""
+    name = name or step.__name__
     signature = inspect.signature(step)
     hints = _hints(step)
     public = [
@@ -136,10 +180,15 @@ def durable_step(
             started_by=meta.started_by,
         )
         arguments = dict(public_signature.bind(*args, **kwargs).arguments)
+        provided = step_dependencies(ctx)
         for param, kind in injected.items():
-            arguments[param] = info if kind is StepInfo else ctx.get_dependency(kind)
-        retry = _retry_policy(ctx)
-        result = await _call_with_retries(step, arguments, retry, deadline_ms=info.deadline_ms)
+            arguments[param] = provided.value(kind, info)
+        telemetry = telemetry_of(ctx)
+        with telemetry.step(info.run_id, info.id, name):
+            result = await call_with_retries(
+                step, arguments, _retry_policy(ctx), name=name, deadline_ms=info.deadline_ms,
+                on_retry=lambda reason: telemetry.step_retried(name, reason),
+            )
         return {"step": name, "result": result}
 
     call.__name__ = call.__qualname__ = name
@@ -150,40 +199,8 @@ def durable_step(
     return call
 
 
-def _retry_policy(ctx: ResonateContext) -> StepRetry:
+def _retry_policy(ctx: ResonateContext) -> RetryPolicy:
     try:
-        return ctx.get_dependency(StepRetry)
+        return ctx.get_dependency(RetryPolicy)
     except KeyError:
-        return StepRetry()
-
-
-async def _call_with_retries(
-    step: typing.Callable[..., Any],
-    arguments: dict[str, Any],
-    retry: StepRetry,
-    *,
-    deadline_ms: int | None = None,
-    clock: typing.Callable[[], float] = time.time,
-) -> Any:
-    """Call ``step``; retry transient failures ``retry.retries`` times, and capacity
-    failures (a full run queue, throttling) for as long as the step's deadline allows."""
-    delays, waits = retry.delays(), retry.capacity_delays()
-    attempt = 1
-    while True:
-        try:
-            if inspect.iscoroutinefunction(step):
-                return await step(**arguments)
-            return await asyncio.to_thread(step, **arguments)
-        except StepError:
-            raise
-        except Exception as exc:
-            if is_capacity(exc):
-                delay: float | None = next(waits)
-                if deadline_ms is not None and (clock() + delay) * 1000 >= deadline_ms:
-                    delay = None  # no room before the deadline: fail now, saying why
-            else:
-                delay = next(delays, None) if is_transient(exc) else None
-            if delay is None:
-                raise StepError.wrap(step.__name__, exc, attempts=attempt) from exc
-            await asyncio.sleep(delay)
-            attempt += 1
+        return RetryPolicy()

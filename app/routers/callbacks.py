@@ -1,30 +1,30 @@
-"""Notebooks calling back: ``POST /resolve`` and ``POST /reject``.
+"""Notebooks calling back: ``POST /api/resolve`` and ``POST /api/reject``.
 
-Each call carries the promise id and its callback token (app.callbacks). A call
-settles only the wait its token was issued for: that promise id, in the incarnation
-of the run that issued it, and only a wait (``ctx.promise()``) -- never a step's
-recorded result, a watcher, or the run itself. Each refusal is a 403 that says which
-rule it broke. The settle itself is Resonate's: the first write wins. Sending the
-same outcome and value again (a notebook retrying after a lost response) answers 200
-``already_settled``; anything else arriving after the wait was settled -- another
-value, the other outcome, a callback after the deadline or a cancel -- answers 409
-naming the state it found, so the notebook learns its value was not taken.
+They live under ``/api/`` because the Databricks Apps proxy lets a token-authenticated
+(machine-to-machine) request through only to ``/api/`` routes, and a notebook calls back
+with a service principal's OAuth token. ``/resolve`` and ``/reject``, where notebooks
+with an older callback cell still call, answer the same (outside the Apps proxy).
+
+Each call carries the promise id and its callback token (app.callback_tokens), and
+is verified and settled by app.services.settling. A refused token is a 403 that says
+which rule it broke; a repeat of what was recorded answers 200 ``already_settled``;
+anything else arriving after the wait was settled answers 409 naming the state it found.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
-from resonate.types import PromiseRecord, Value
 
 from app.dependencies import RuntimeDep
 from app.routers.answers import CALLBACK_REFUSED
 from app.limits import check_json_depth
-from app.runs import RUN_ID_PATTERN, get_promise, is_run, promise_kind, run_meta
-from app.runtime import Runtime
+from app.services import settling
+from app.services.run_status import RUN_ID_PATTERN
+from app.services.settling import Settlement
 
 router = APIRouter(tags=["callbacks"])
 
@@ -47,13 +47,8 @@ class Rejection(BaseModel):
     token: Token | None = None
 
 
-class Settlement(BaseModel):
-    id: str
-    state: Literal["resolved", "rejected", "rejected_canceled", "rejected_timedout"]
-    already_settled: bool = Field(description="True when an earlier call with this same value settled it.")
-
-
-@router.post("/resolve", response_model=Settlement, responses=CALLBACK_REFUSED)
+@router.post("/api/resolve", response_model=Settlement, responses=CALLBACK_REFUSED)
+@router.post("/resolve", response_model=Settlement, responses=CALLBACK_REFUSED, deprecated=True)
 async def resolve(
     runtime: RuntimeDep,
     body: Resolution | None = None,
@@ -71,76 +66,14 @@ async def resolve(
             raise HTTPException(422, "send a JSON body {id, value, token} or ?id=&value=&token=")
         check_json_depth(value, runtime.settings.max_json_depth, "value")
         body = Resolution(id=id, value=_json_or_text(value), token=token)
-    return await _settle(runtime, body.id, body.token, "resolved", body.value)
+    return await settling.settle(runtime, body.id, body.token, "resolved", body.value)
 
 
-@router.post("/reject", response_model=Settlement, responses=CALLBACK_REFUSED)
+@router.post("/api/reject", response_model=Settlement, responses=CALLBACK_REFUSED)
+@router.post("/reject", response_model=Settlement, responses=CALLBACK_REFUSED, deprecated=True)
 async def reject(body: Rejection, runtime: RuntimeDep) -> Settlement:
     """Reject a callback promise: the waiting pipeline fails with ``error``."""
-    return await _settle(runtime, body.id, body.token, "rejected", body.error)
-
-
-async def _settle(
-    runtime: Runtime, promise_id: str, token: str | None, outcome: str, payload: Any
-) -> Settlement:
-    if not token:
-        raise HTTPException(
-            401, "missing token: send the callback_signature widget's value as `token`"
-        )
-    issued_to = runtime.signer.issued_for(promise_id, token)
-    if issued_to is None:
-        raise HTTPException(
-            403, f"token does not match promise {promise_id!r}: send the promise_id and "
-            "callback_signature widgets of the notebook run DARA started for that wait"
-        )
-    run_id, _, position = promise_id.partition(":")
-    root = await get_promise(runtime.resonate, run_id)
-    if root is None or not is_run(root):
-        raise HTTPException(
-            404, f"no run {run_id!r}: it was never started, or the in-process server that "
-            "held it was restarted"
-        )
-    if run_meta(root).incarnation != issued_to:
-        raise HTTPException(
-            403, f"token was issued to an earlier run that also had the id {run_id!r}; the run "
-            "that has it now did not start your notebook, so its waits are not yours to settle"
-        )
-    if not position:
-        raise HTTPException(
-            403, f"{promise_id!r} is the run itself, not a wait; a callback settles only the "
-            "wait it was issued for"
-        )
-    record = await get_promise(runtime.resonate, promise_id)
-    if record is None:
-        raise HTTPException(404, f"run {run_id!r} has no promise {promise_id!r}")
-    kind = promise_kind(record)
-    if kind != "callback":
-        raise HTTPException(
-            403, f"{promise_id!r} is a {kind} of run {run_id!r}, not a wait (ctx.promise()); "
-            "only a wait can be settled from outside"
-        )
-    stored = payload if outcome == "resolved" else {"__type": "error", "message": payload}
-    if record.state != "pending":
-        return _repeat(record, outcome, stored)
-    promises = runtime.resonate.promises
-    if outcome == "resolved":
-        settled = await promises.resolve(promise_id, Value(data=stored))
-    else:
-        settled = await promises.reject(promise_id, Value(data=stored))
-    assert settled.state != "pending"
-    if settled.state == outcome and settled.value.data == stored:
-        return Settlement(id=promise_id, state=settled.state, already_settled=False)
-    return _repeat(settled, outcome, stored)  # another settle won the race
-
-
-def _repeat(record: PromiseRecord, outcome: str, stored: Any) -> Settlement:
-    """A callback for a wait already settled: 200 if it says what was recorded, else 409."""
-    if record.state == outcome and record.value.data == stored:
-        return Settlement(id=record.id, state=record.state, already_settled=True)
-    found = record.state if record.state != outcome else f"{record.state} with another value"
-    raise HTTPException(
-        409, f"{record.id!r} was already {found}; this callback's value was not recorded"
-    )
+    return await settling.settle(runtime, body.id, body.token, "rejected", body.error)
 
 
 def _json_or_text(value: str | None) -> Any:

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from app.dependencies import RuntimeDep
+from app.settings import Settings
 
 router = APIRouter(tags=["health"])
 
@@ -32,10 +33,14 @@ class Health(BaseModel):
 DEGRADED = {503: {"model": Health, "description": "The backend is unreachable, or its timers are behind."}}
 
 
+def backend_kind(settings: Settings) -> Literal["in-process", "server", "postgres"]:
+    return "server" if settings.resonate_url else "postgres" if settings.postgres_dsn else "in-process"
+
+
 @router.get("/health", response_model=Health, response_model_exclude_none=True, responses=DEGRADED)
 async def health(runtime: RuntimeDep) -> Health | JSONResponse:
     settings = runtime.settings
-    backend = "server" if settings.resonate_url else "postgres" if settings.postgres_dsn else "in-process"
+    backend = backend_kind(settings)
     workspace = "embedded" if settings.uses_embedded_workspace else "databricks"
     if problem := await runtime.backend_problem():
         body = Health(status="degraded", resonate=backend, workspace=workspace, problem=problem)

@@ -18,8 +18,8 @@ from pydantic import BaseModel, Field
 
 from app.dependencies import RuntimeDep
 from app.routers.answers import NO_FOLDER, answer
-from app.routers.runs import start
-from app.runs import RUN_ID_PATTERN, RunView
+from app.services import starting
+from app.services.run_status import RUN_ID_PATTERN, RunView
 from app.runtime import Runtime
 from app.security import CurrentUser, audit
 from app.taskgraph import (
@@ -102,7 +102,7 @@ async def deploy(body: Deploy, runtime: RuntimeDep, user: CurrentUser, response:
         "run": body.run,
         "callback": calls_back(graph),
     }
-    run, created = await start(runtime, body.id or uuid.uuid4().hex, "deploy_and_run", params, started_by=user)
+    run, created = await starting.start(runtime, body.id or uuid.uuid4().hex, "deploy_and_run", params, started_by=user)
     audit(user, "started" if created else "asked again for", run.id, run.pipeline)
     if not created:
         response.status_code = 200

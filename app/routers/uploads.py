@@ -21,8 +21,8 @@ from fastapi import APIRouter, File, Form, HTTPException, Response, UploadFile, 
 from app.dependencies import RuntimeDep
 from app.routers.answers import ID_TAKEN
 from app.limits import check_json_depth
-from app.routers.runs import start
-from app.runs import RUN_ID_PATTERN, RunView
+from app.services import starting
+from app.services.run_status import RUN_ID_PATTERN, RunView
 from app.security import CurrentUser, audit
 from steps.files import check_volume_path
 
@@ -73,7 +73,7 @@ async def upload_and_process(
     handle = await asyncio.to_thread(store.save, file.file, run_id)
     created = False
     try:
-        run, created = await start(runtime, run_id, PIPELINE, {"upload": handle, **arguments}, started_by=user)
+        run, created = await starting.start(runtime, run_id, PIPELINE, {"upload": handle, **arguments}, started_by=user)
     finally:
         if not created:  # refused, or the run already existed: it will never read this copy
             await asyncio.to_thread(store.discard, handle, run_id)

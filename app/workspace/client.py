@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.config import Config
 
 from app.settings import Settings
-from app.workspace.embedded import LOCAL_TOKEN, EmbeddedWorkspace
+
+if TYPE_CHECKING:  # brickhouse comes with the `local` extra, which a Databricks App lacks
+    from app.workspace.embedded import EmbeddedWorkspace
 
 
 def workspace_client(settings: Settings, embedded: EmbeddedWorkspace | None) -> WorkspaceClient:
@@ -18,6 +22,8 @@ def workspace_client(settings: Settings, embedded: EmbeddedWorkspace | None) -> 
     """
     retry = {"retry_timeout_seconds": settings.databricks_retry_timeout}
     if embedded is not None:
+        from app.workspace.embedded import LOCAL_TOKEN
+
         return WorkspaceClient(config=Config(host=embedded.host, token=LOCAL_TOKEN, auth_type="pat", **retry))
     return WorkspaceClient(
         config=Config(host=settings.databricks_host, profile=settings.databricks_profile, **retry)

@@ -11,6 +11,14 @@ brickhouse 0.1.0 lacks two read-only routes DARA uses against real workspaces:
 its ``jobs/get`` leaves a job's serverless ``environments`` out (so every deploy would
 look like a change). :func:`_complete_jobs_api` answers them from brickhouse's own
 records, so DARA's code calls the same Databricks API whichever workspace it talks to.
+Paged job and run listings, job schedules and Lakeflow pipeline definitions are
+app.workspace.embedded_listings; workspace files other than Python and JSON,
+app.workspace.embedded_files.
+It also lacks ``jobs/runs/cancel`` (app.workspace.embedded_cancel), and its
+``runs/get-output`` hides a failed notebook's exception and the output of each task of
+a multi-task run (app.workspace.embedded_run_output) and serves a notebook's exit value
+only inside its logs (app.workspace.embedded_exit_value). Its secrets reach notebooks
+but no route fills them: the Secrets API is app.workspace.embedded_secrets.
 """
 
 from __future__ import annotations
@@ -25,6 +33,13 @@ from brickhouse.api.catalog import ApiResponse
 from brickhouse.diagnostic_server import create_diagnostic_server
 from brickhouse.workspace.context import WorkspaceContext
 from brickhouse.workspace.lifecycle import initialize_workspace
+
+from app.workspace.embedded_cancel import serve_cancel
+from app.workspace.embedded_files import serve_any_files
+from app.workspace.embedded_listings import serve_listings
+from app.workspace.embedded_secrets import serve_secrets
+from app.workspace.embedded_exit_value import serve_exit_values
+from app.workspace.embedded_run_output import serve_run_output, use_exception_reporting_worker
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +60,22 @@ class EmbeddedWorkspace:
         if not (self.directory / "brickhouse.toml").exists():
             self.directory.parent.mkdir(parents=True, exist_ok=True)
             initialize_workspace(self.directory)
+        use_exception_reporting_worker()  # before brickhouse may start a queued run
         self._context = WorkspaceContext.local(self.directory).__enter__()
         try:
             self._server = create_diagnostic_server(self._context, "127.0.0.1", 0)
         except BaseException:
             self._context.close()
             raise
-        _complete_jobs_api(self._server._jobs_api)
+        jobs_api = self._server._jobs_api
+        # Innermost first: the listings _complete_jobs_api adds read runs/get through them.
+        serve_run_output(jobs_api)
+        serve_exit_values(jobs_api)
+        serve_cancel(jobs_api)
+        serve_secrets(jobs_api, self._context.secret_provider)
+        _complete_jobs_api(jobs_api)
+        serve_listings(jobs_api, self.directory)  # outermost: it pages _complete_jobs_api's listings
+        serve_any_files(self._server, self.directory)  # YAML and other files brickhouse does not keep
         self.host = f"http://127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -83,8 +107,13 @@ class EmbeddedWorkspace:
         self.stop()
 
 
+#: Life cycle states of a run that has not ended (``runs/list?active_only=true``).
+_ACTIVE = {"QUEUED", "PENDING", "BLOCKED", "RUNNING", "TERMINATING", "WAITING_FOR_RETRY"}
+
+
 def _complete_jobs_api(jobs_api: Any) -> None:
-    """Add ``GET jobs/list?name=`` and ``jobs/runs/list?job_id=``; complete ``jobs/get``."""
+    """Add ``GET jobs/list?name=`` and ``jobs/runs/list`` (``?job_id=``, ``?active_only=``);
+    complete ``jobs/get``."""
     dispatch = jobs_api.dispatch
     registry, repository = jobs_api._terraform_jobs, jobs_api._repository
 
@@ -105,14 +134,23 @@ def _complete_jobs_api(jobs_api: Any) -> None:
         return ApiResponse(200, {"jobs": found, "has_more": False})
 
     def list_runs(query: dict[str, list[str]]) -> ApiResponse:
-        job_id = int(query["job_id"][0])
-        definitions = registry.definition_job_ids(job_id) or (job_id,)
-        runs = [
-            get(f"/api/2.2/jobs/runs/get?run_id={run.run_id}")
-            for definition in definitions
-            for run in repository.list_runs(definition)
-        ]
-        return ApiResponse(200, {"runs": [r for r in runs if r], "has_more": False})
+        # The SDK sends booleans as "True"/"true"; the run watchers list only active runs
+        # (app.active_runs), of every job, and a run that ended must not be read for it.
+        active_only = query.get("active_only", ["false"])[0].lower() == "true"
+        if "job_id" in query:
+            job_id = int(query["job_id"][0])
+            definitions = registry.definition_job_ids(job_id) or (job_id,)
+            records = [run for definition in definitions for run in repository.list_runs(definition)]
+        elif active_only:
+            records = repository.list_active_runs() + repository.list_queued_runs()
+        else:
+            records = [run for job in repository.list_jobs() for run in repository.list_runs(job.job_id)]
+        if active_only:
+            records = [run for run in records if not run.state.is_terminal]
+        # runs/get also notices a run whose notebook process died, and ends it.
+        runs = [get(f"/api/2.2/jobs/runs/get?run_id={run.run_id}") for run in records]
+        runs = [r for r in runs if r and (not active_only or r["state"].get("life_cycle_state") in _ACTIVE)]
+        return ApiResponse(200, {"runs": runs, "has_more": False})
 
     def get_job(query: dict[str, list[str]]) -> ApiResponse | None:
         job = get(f"/api/2.2/jobs/get?job_id={query['job_id'][0]}")

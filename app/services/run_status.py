@@ -1,15 +1,16 @@
-"""A run as users see it, read from Resonate's promises and nothing else.
+"""Where a run's status is computed: a run as users see it, read from Resonate's
+promises and nothing else.
 
 A run is its root promise (id = run id, param = the pipeline and its arguments, value
 = its result or error) plus one child promise per durable operation, ``<id>:1``,
 ``<id>:2``, ... in call order. Reading them back is all a status view needs, so there
 is no task store to keep in step with them: ``GET /runs/{id}`` and ``resonate tree``
-can never disagree.
+can never disagree. How the SDK lays those promises out is app.durable.resonate_format's
+to know; this module says what they mean to a user.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from urllib.parse import urlsplit
 from datetime import UTC, datetime
@@ -21,9 +22,10 @@ from resonate.error import ServerError
 from resonate.timing import now_ms
 from resonate.types import PromiseRecord
 
+from app.durable import resonate_format
 from app.durable.errors import TIMED_OUT
-from app.durable.run_index import RunIndex
 from app.durable.run_meta import RUN_META, RunMeta
+from app.settings import Settings
 
 #: Run ids name the root promise. Resonate reserves ":" (it separates child ids).
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -49,6 +51,11 @@ class DatabricksRun(BaseModel):
         description="The run's page, built by DARA from the workspace host and the ids "
         "(never taken from a step's result); null when the host is not http(s).",
     )
+    state: str | None = Field(
+        default=None,
+        description="How the Databricks run ended (SUCCESS, FAILED, CANCELED, ...), as its run "
+        "watcher recorded it; null while it is watched, or for a run nobody watched.",
+    )
 
 
 class StepView(BaseModel):
@@ -59,6 +66,11 @@ class StepView(BaseModel):
     started_at: datetime
     finished_at: datetime | None = None
     result: Any = None
+    result_is_run_result: bool = Field(
+        default=False,
+        description="True when this step's result is the run's own `result` (a pipeline that "
+        "returns what a callback sent): it is shown there, once, and `result` here is null.",
+    )
     error: str | None = None
 
 
@@ -101,39 +113,57 @@ class RunSummary(BaseModel):
         return cls(id=run.id, pipeline=run.pipeline, status=run.status, result=run.result, error=run.error)
 
 
-class RunPage(BaseModel):
-    runs: list[RunView]
-    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end.")
+#: Longest error a listed run shows; GET /runs/{id} has the whole of it.
+ERROR_SUMMARY_CHARS = 300
 
 
-async def list_runs(
-    resonate: Resonate,
-    index: RunIndex,
-    *,
-    pipeline: str | None = None,
-    status: RunStatus | None = None,
-    limit: int = 20,
-    cursor: str | None = None,
-    workspace_host: str | None = None,
-) -> RunPage:
-    """Runs, newest first, filtered by pipeline and status, a page at a time.
+class RunListItem(BaseModel):
+    """A run as ``GET /runs`` lists it: what it is and how far it got, never its values.
 
-    ``index`` lists root promises for the backend (app.durable.run_index); only those
-    that carry a pipeline call are runs. Raises ValueError for a cursor it did not issue.
+    Results, parameters and step results can each be as large as a callback may send;
+    a page of fifty runs must not carry fifty of them. ``GET /runs/{id}`` has them.
     """
 
-    def wanted(run: RunView | None) -> bool:
-        return run is not None and pipeline in (None, run.pipeline) and status in (None, run.status)
+    id: str
+    pipeline: str
+    status: RunStatus
+    started_by: str
+    progress: Progress = Field(description="Steps and waits settled, of those started so far.")
+    started_at: datetime
+    finished_at: datetime | None = None
+    elapsed_seconds: float
+    deadline: datetime
+    error: str | None = Field(
+        default=None, description="The first line of the run's error, cut short; GET /runs/{id} has all of it."
+    )
 
-    runs: list[RunView] = []
-    position = cursor
-    while True:
-        ids, position = await index.page(position, limit - len(runs))  # never more than asked
-        for run_id in ids:
-            if wanted(run := await read_run(resonate, run_id, workspace_host=workspace_host)):
-                runs.append(run)  # type: ignore[arg-type]
-        if len(runs) >= limit or position is None:
-            return RunPage(runs=runs, next_cursor=position)
+    @classmethod
+    def of(cls, run: RunView) -> RunListItem:
+        return cls(
+            id=run.id,
+            pipeline=run.pipeline,
+            status=run.status,
+            started_by=run.started_by,
+            progress=run.progress,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            elapsed_seconds=run.elapsed_seconds,
+            deadline=run.deadline,
+            error=error_summary(run.error),
+        )
+
+
+def error_summary(error: str | None) -> str | None:
+    """The first line of ``error``, at most ERROR_SUMMARY_CHARS long (a cut ends in "...")."""
+    if error is None:
+        return None
+    line = error.strip().split("\n", 1)[0]
+    return line if len(line) <= ERROR_SUMMARY_CHARS else line[: ERROR_SUMMARY_CHARS - 3] + "..."
+
+
+class RunPage(BaseModel):
+    runs: list[RunListItem]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end.")
 
 
 async def get_promise(resonate: Resonate, id: str) -> PromiseRecord | None:
@@ -151,13 +181,14 @@ async def read_run(
     """The run ``run_id`` with every step so far, or None if there is no such run.
 
     ``with_steps=False`` reads the root promise alone: one request instead of one per step.
-    ``workspace_host`` is where links to the run's Databricks runs point.
+    ``workspace_host`` is where links to the run's Databricks runs point. Each value is
+    in the view once: a step whose result the run returned is marked, not repeated.
     """
     root = await get_promise(resonate, run_id)
     if root is None or not is_run(root):
         return None
     steps: list[StepView] = []
-    while with_steps and (child := await _child(resonate, f"{run_id}:{len(steps) + 1}", run_id)) is not None:
+    while with_steps and (child := await _child(resonate, resonate_format.child_id(run_id, len(steps) + 1))):
         steps.append(_step(child))
     status = _STATUS[root.state]
     if status == "running" and _only_waits_pending(steps):
@@ -165,16 +196,24 @@ async def read_run(
     result, error = _outcome(root)
     if status == "failed" and error is not None and error.startswith(TIMED_OUT):
         status = "timed_out"
-    task = root.param.data or {}
+    call = resonate_format.stored_call(root)
+    assert call is not None  # is_run checked it
     meta = run_meta(root)
     work = [step for step in steps if step.kind != "watcher"]
+    # Read before the results they come from are shown only once, below.
+    databricks_runs = [
+        run for step in steps if step.kind == "step" and (run := _databricks_run(step.result, workspace_host))
+    ]
+    _add_final_states(databricks_runs, steps)
+    if root.state == "resolved" and result is not None:
+        _show_once(steps, result)
     return RunView(
         id=run_id,
-        pipeline=task.get("func", "?"),
+        pipeline=call.func,
         status=status,
         started_by=meta.started_by,
         incarnation=meta.incarnation,
-        params=_params(task),
+        params=_params(call),
         progress=Progress(done=sum(step.state != "pending" for step in work), seen=len(work)),
         started_at=_time(root.created_at),
         finished_at=_time(root.settled_at) if root.settled_at else None,
@@ -183,22 +222,28 @@ async def read_run(
         result=result,
         error=error,
         steps=steps,
-        databricks_runs=[
-            run for step in steps if step.kind == "step" and (run := _databricks_run(step.result, workspace_host))
-        ],
+        databricks_runs=databricks_runs,
     )
 
 
-async def _child(resonate: Resonate, child_id: str, run_id: str) -> PromiseRecord | None:
-    """The promise at a child position: a step, a promise, or a detached watcher.
+def _show_once(steps: list[StepView], result: Any) -> None:
+    """Mark the steps whose result is the run's ``result`` instead of repeating it.
 
-    A detached call takes its position's id but is stored under
-    ``<run>:d<blake2b-8(<run>:<n>)>`` (resonate-sdk's ``Context.detached``).
+    A pipeline that returns what its callback sent is the usual case: without this,
+    the largest value of a run -- the notebook's -- was served twice by every read.
+    The type check keeps JSON apart where Python does not (``1 == True``).
     """
+    for step in steps:
+        if step.state == "resolved" and type(step.result) is type(result) and step.result == result:
+            step.result, step.result_is_run_result = None, True
+
+
+async def _child(resonate: Resonate, child_id: str) -> PromiseRecord | None:
+    """The promise at a child position: a step, a promise, or a detached watcher (which
+    takes its position but is stored under another id)."""
     record = await get_promise(resonate, child_id)
     if record is None:
-        digest = hashlib.blake2b(child_id.encode(), digest_size=8).hexdigest()
-        record = await get_promise(resonate, f"{run_id}:d{digest}")
+        record = await get_promise(resonate, resonate_format.detached_id(child_id))
     return record
 
 
@@ -209,34 +254,36 @@ def _only_waits_pending(steps: list[StepView]) -> bool:
 
 
 def is_run(root: PromiseRecord) -> bool:
-    data = root.param.data
-    return root.tags.get("resonate:origin") == root.id and isinstance(data, dict) and "func" in data
+    """Whether ``root`` is a run: a root promise that holds a pipeline's call."""
+    return resonate_format.is_root(root) and resonate_format.stored_call(root) is not None
 
 
-def _params(task: dict[str, Any]) -> dict[str, Any]:
-    args, kwargs = task.get("args") or [], task.get("kwargs") or {}
-    kwargs = {name: value for name, value in kwargs.items() if name != RUN_META}
-    return {**{f"arg{i}": value for i, value in enumerate(args)}, **kwargs}
+def _params(call: resonate_format.StoredCall) -> dict[str, Any]:
+    kwargs = {name: value for name, value in call.kwargs.items() if name != RUN_META}
+    return {**{f"arg{i}": value for i, value in enumerate(call.args)}, **kwargs}
+
+
+#: What each SDK operation is to a user; a call whose function is DARA's own is a watcher.
+_KIND: dict[resonate_format.MadeBy, StepKind] = {
+    "sleep": "sleep",
+    "promise": "callback",
+    "run": "step",
+    "call": "call",
+}
 
 
 def promise_kind(record: PromiseRecord) -> StepKind:
     """What a child promise of a run is: only a ``callback`` is settled from outside."""
-    tags = record.tags
-    func = record.param.data.get("func") if isinstance(record.param.data, dict) else None
-    if isinstance(func, str) and func.startswith("dara."):
+    call = resonate_format.stored_call(record)
+    if call is not None and isinstance(call.func, str) and call.func.startswith("dara."):
         return "watcher"
-    if tags.get("resonate:timer") == "true":
-        return "sleep"
-    if tags.get("resonate:external") == "true":
-        return "callback"
-    if tags.get("resonate:scope") == "local":
-        return "step"
-    return "call"
+    return _KIND[resonate_format.made_by(record)]
 
 
 def _step(record: PromiseRecord) -> StepView:
     kind = promise_kind(record)
-    name = record.param.data.get("func") if isinstance(record.param.data, dict) else None
+    call = resonate_format.stored_call(record)
+    name = call.func if call is not None else None
     result, error = _outcome(record)
     if isinstance(result, dict) and set(result) == {"step", "result"}:
         name, result = result["step"], result["result"]
@@ -263,8 +310,7 @@ def _outcome(record: PromiseRecord) -> tuple[Any, str | None]:
         case "resolved":
             return data, None
         case "rejected":
-            message = data.get("message") if isinstance(data, dict) else None
-            return None, message if isinstance(message, str) else str(data)
+            return None, resonate_format.error_message(data)
         case "rejected_canceled":
             return None, "cancelled"
         case "rejected_timedout":
@@ -274,8 +320,8 @@ def _outcome(record: PromiseRecord) -> tuple[Any, str | None]:
 
 def run_meta(root: PromiseRecord) -> RunMeta:
     """What DARA recorded about the run whose root promise this is."""
-    task = root.param.data if isinstance(root.param.data, dict) else {}
-    return RunMeta.of((task.get("kwargs") or {}).get(RUN_META))
+    call = resonate_format.stored_call(root)
+    return RunMeta.of(call.kwargs.get(RUN_META) if call is not None else None)
 
 
 def _databricks_run(result: Any, workspace_host: str | None) -> DatabricksRun | None:
@@ -289,6 +335,39 @@ def _databricks_run(result: Any, workspace_host: str | None) -> DatabricksRun | 
         return None
     job_id = result.get("job_id") if isinstance(result.get("job_id"), int) else None
     return DatabricksRun(job_id=job_id, run_id=result["run_id"], url=run_link(workspace_host, job_id, result["run_id"]))
+
+
+#: A Databricks run state as the watcher records it (``SUCCESS``, ``INTERNAL_ERROR``, ...).
+_RUN_STATE = re.compile(r"^[A-Z_]{1,40}$")
+
+
+def _add_final_states(runs: list[DatabricksRun], steps: list[StepView]) -> None:
+    """Each Databricks run's final state, from the result of the watcher that saw it end
+    (app.watchers: ``{run_id, state, ...}``)."""
+    ended = {
+        step.result["run_id"]: step.result["state"]
+        for step in steps
+        if step.kind == "watcher"
+        and isinstance(step.result, dict)
+        and isinstance(step.result.get("run_id"), int)
+        and isinstance(step.result.get("state"), str)
+        and _RUN_STATE.match(step.result["state"])
+    }
+    for run in runs:
+        run.state = ended.get(run.run_id)
+
+
+#: Where DARA shows the embedded workspace's runs: ``{this}/jobs/{job}/runs/{run}``.
+EMBEDDED_RUNS_PAGES = "/ui/databricks"
+
+
+def links_host(settings: Settings, workspace_host: str | None) -> str:
+    """The host links to Databricks runs are built on: the workspace's -- except the
+    embedded workspace, which has no UI and a new port at every start, whose runs DARA
+    shows on pages of its own (app.routers.console_databricks)."""
+    if settings.uses_embedded_workspace:
+        return f"{settings.callback_base_url}{EMBEDDED_RUNS_PAGES}"
+    return workspace_host or ""
 
 
 def run_link(workspace_host: str | None, job_id: int | None, run_id: int) -> str | None:

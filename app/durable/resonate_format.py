@@ -1,0 +1,144 @@
+"""How resonate-sdk stores a run, known in one place: DARA's adapter to it.
+
+DARA keeps no store of its own: a run's status is read back from its promises
+(app.services.run_status), and waits are settled from outside (app.services.settling,
+app.watchers). Both rely on choices the SDK makes without publishing them as API:
+
+- **ids**: a run's root promise has the run's id; the n-th durable call of its body
+  is ``<run>:<n>``; a detached call made at position ``<run>:<n>`` is stored under
+  ``<run>:d<blake2b-8 of "<run>:<n>">`` (``resonate.context.Context.detached``);
+- **tags**: which run a promise belongs to (``resonate:origin``) and which operation
+  made it (``resonate:scope``, ``resonate:timer``, ``resonate:external``);
+- **calls**: a root or detached promise's param is the call ``{func, args, kwargs, version}``;
+- **error values**: a rejection is stored as ``{"__type": "error", "message": ...}``
+  (``resonate.codec._encode_error``), which its awaiter raises as ``ApplicationError``;
+- **future ids**: a promise's id is minted when the call is made, but only the private
+  ``ResonateFuture._id`` gives it without waiting for the create.
+
+The in-process server (app.durable.in_process) is the other half of the adapter: it
+subclasses the SDK's private server state, and is the only other module that imports
+private SDK names. tests/test_resonate_adapter.py checks both halves against the
+installed SDK, so an upgrade that changes any of this fails there, by name, instead of
+as a wrong ``GET /runs``.
+
+**What would let DARA drop this module**: resonate-sdk publishing, as API, the id of a
+durable call (``ResonateFuture.id`` readable at once, and a ``resonate.ids`` function
+for a detached call's id), a promise's kind and origin on ``PromiseRecord``, an error
+codec for values settled from outside (``encode_error(message)``), and an in-process
+server meant for production (indexed, timing out waits, with ``promise.search`` and a
+retention hook) instead of the test double ``resonate.connections.local``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal, NamedTuple
+
+from resonate.context import ResonateFuture
+from resonate.ids import join_id, origin_of
+from resonate.types import PromiseRecord, Value
+
+#: The run a promise belongs to: its root promise's id (the root's own id on a root).
+ORIGIN = "resonate:origin"
+#: The promise whose task replays this one (``preload`` sends a branch's promises along).
+BRANCH = "resonate:branch"
+PARENT = "resonate:parent"
+#: ``local`` for a step (``ctx.run``), ``global`` for everything another process may settle.
+SCOPE = "resonate:scope"
+#: Set on a promise the server dispatches as a task (and times out itself).
+TARGET = "resonate:target"
+#: ``"true"`` on a durable sleep (``ctx.sleep``).
+TIMER = "resonate:timer"
+#: ``"true"`` on a promise settled from outside (``ctx.promise``): a callback wait.
+EXTERNAL = "resonate:external"
+
+#: The SDK operation that made a promise.
+MadeBy = Literal["run", "promise", "sleep", "call"]
+
+
+class StoredCall(NamedTuple):
+    """The durable call a root or detached promise holds (what the SDK's ``TaskData`` stores)."""
+
+    func: Any
+    args: list[Any]
+    kwargs: dict[str, Any]
+
+
+def child_id(run_id: str, position: int) -> str:
+    """The id of the ``position``-th (from 1) durable call of run ``run_id``'s body."""
+    return join_id(run_id, str(position))
+
+
+def run_of(promise_id: str) -> str:
+    """The run (root promise id) that ``promise_id`` belongs to."""
+    return origin_of(promise_id)
+
+
+def is_root_id(promise_id: str) -> bool:
+    """Whether ``promise_id`` names a root promise (a run) rather than one of its calls."""
+    return run_of(promise_id) == promise_id
+
+
+def detached_id(position_id: str) -> str:
+    """Where a detached call made at ``position_id`` (``<run>:<n>``) is stored."""
+    digest = hashlib.blake2b(position_id.encode(), digest_size=8).hexdigest()
+    return join_id(run_of(position_id), f"d{digest}")
+
+
+def origin(record: PromiseRecord) -> str | None:
+    """The run ``record`` belongs to, as its tags say; None when they do not."""
+    return record.tags.get(ORIGIN)
+
+
+def is_root(record: PromiseRecord) -> bool:
+    """Whether ``record`` is the root promise of a run (it is its own origin)."""
+    return origin(record) == record.id
+
+
+def made_by(record: PromiseRecord) -> MadeBy:
+    """Which operation made ``record``: ``ctx.run`` (a step), ``ctx.promise`` (a wait
+    settled from outside), ``ctx.sleep``, or a call another worker runs (rpc, detached)."""
+    tags = record.tags
+    if tags.get(TIMER) == "true":
+        return "sleep"
+    if tags.get(EXTERNAL) == "true":
+        return "promise"
+    if tags.get(SCOPE) == "local":
+        return "run"
+    return "call"
+
+
+def stored_call(record: PromiseRecord) -> StoredCall | None:
+    """The call ``record`` holds; None for a step, a wait or a sleep, whose param holds none."""
+    data = record.param.data
+    if not isinstance(data, dict) or "func" not in data:
+        return None
+    args, kwargs = data.get("args") or [], data.get("kwargs") or {}
+    return StoredCall(
+        data["func"], list(args) if isinstance(args, list) else [], kwargs if isinstance(kwargs, dict) else {}
+    )
+
+
+def error_value(message: str) -> dict[str, str]:
+    """A rejection's value as the SDK stores one: whoever awaits it raises ``message``."""
+    return {"__type": "error", "message": message}
+
+
+def rejection(message: str) -> Value:
+    """:func:`error_value` ready to pass to ``promises.reject`` or ``promises.cancel``."""
+    return Value(data=error_value(message))
+
+
+def error_message(data: Any) -> str:
+    """The message of a rejected promise's stored value (the value as text if it has none)."""
+    message = data.get("message") if isinstance(data, dict) else None
+    return message if isinstance(message, str) else str(data)
+
+
+def future_id(future: ResonateFuture[Any]) -> str:
+    """The promise id of a durable call, known as soon as the call is made.
+
+    ``ResonateFuture.id()`` waits for the promise to be created; a pipeline that needs
+    the id at once (to set up a watchdog beside it) reads it here.
+    """
+    return future._id

@@ -1,0 +1,61 @@
+"""Where runs are read for a caller: one run (waiting for its end if asked), or a page of them.
+
+How a run's status is worked out from its promises is app.services.run_status's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from app.runtime import Runtime
+from app.services.errors import BadCursor, RunNotFound
+from app.services.run_status import RunListItem, RunPage, RunStatus, RunView, read_run
+
+
+async def get_run(runtime: Runtime, run_id: str, *, wait: float = 0) -> RunView:
+    """The run ``run_id`` with its steps; with ``wait``, after up to that many seconds for
+    it to finish. Raises RunNotFound."""
+    host = runtime.workspace_host
+    run = await read_run(runtime.resonate, run_id, workspace_host=host)
+    if run is None:
+        raise RunNotFound(run_id)
+    if wait and run.status in ("running", "waiting"):
+        handle = await runtime.resonate.get(run_id)
+        with contextlib.suppress(Exception):  # the outcome is read back below either way
+            await asyncio.wait_for(handle.result(), timeout=wait)
+        run = await read_run(runtime.resonate, run_id, workspace_host=host)
+        assert run is not None
+    return run
+
+
+async def list_runs(
+    runtime: Runtime,
+    *,
+    pipeline: str | None = None,
+    status: RunStatus | None = None,
+    limit: int = 20,
+    cursor: str | None = None,
+) -> RunPage:
+    """Runs, newest first, filtered by pipeline and status, a page at a time, as summaries.
+
+    The backend's run index (app.durable.run_index) lists root promises; only those
+    that carry a pipeline call are runs. Raises BadCursor for a cursor it did not issue.
+    """
+
+    def wanted(run: RunView | None) -> bool:
+        return run is not None and pipeline in (None, run.pipeline) and status in (None, run.status)
+
+    runs: list[RunListItem] = []
+    position = cursor
+    while True:
+        try:
+            ids, position = await runtime.run_index.page(position, limit - len(runs))  # never more than asked
+        except ValueError as exc:
+            raise BadCursor(str(exc)) from None
+        for run_id in ids:
+            # The steps are read for the progress counts (and the status: "waiting").
+            if wanted(run := await read_run(runtime.resonate, run_id, workspace_host=runtime.workspace_host)):
+                runs.append(RunListItem.of(run))  # type: ignore[arg-type]
+        if len(runs) >= limit or position is None:
+            return RunPage(runs=runs, next_cursor=position)

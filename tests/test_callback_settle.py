@@ -1,0 +1,156 @@
+"""What ``POST /resolve`` and ``/reject`` answer and record, to the letter (app.routers.callbacks).
+
+Each refusal is the sentence a notebook's author reads to fix the call, so it is
+checked whole; the settle is checked as any Resonate client reads the promise back,
+over DARA's own ``/resonate/`` protocol endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+
+from app.logs import RUN_ID
+from tests.harness import Service, callback_token, sign
+
+
+def waiting_run(service: Service, run_id: str) -> str:
+    """Start a run that waits on ``<run_id>:1``; that promise id."""
+    response = service.http.post("/runs", json={"pipeline": "waits_for_callback", "id": run_id})
+    assert response.status_code == 201, response.text
+    service.wait_until(run_id, "waiting")
+    return f"{run_id}:1"
+
+
+def stored(service: Service, promise_id: str) -> dict[str, Any]:
+    """The promise as the Resonate protocol serves it, its value decoded."""
+    envelope = {
+        "kind": "promise.get",
+        "head": {"corrId": "settle-test", "version": "2026-04-01"},
+        "data": {"id": promise_id},
+    }
+    answer = service.http.post("/resonate/", json=envelope).json()
+    assert answer["head"]["status"] == 200, answer
+    promise = answer["data"]["promise"]
+    return {"state": promise["state"], "value": json.loads(base64.b64decode(promise["value"]["data"]))}
+
+
+def test_a_rejection_is_recorded_as_resonate_records_an_error(service: Service) -> None:
+    """The SDK's own error shape, so every Resonate client reads the notebook's message."""
+    promise = waiting_run(service, "settle-rejected")
+
+    response = service.http.post(
+        "/reject", json={"id": promise, "error": "disk full", "token": sign(service.http, promise)}
+    )
+
+    assert response.json() == {"id": promise, "state": "rejected", "already_settled": False}
+    assert stored(service, promise) == {"state": "rejected", "value": {"__type": "error", "message": "disk full"}}
+
+
+def test_each_refusal_says_which_rule_the_callback_broke(service: Service) -> None:
+    promise = waiting_run(service, "settle-refused")
+
+    def detail(body: dict[str, Any], expected_status: int) -> str:
+        response = service.http.post("/resolve", json=body)
+        assert response.status_code == expected_status, response.text
+        return response.json()["detail"]
+
+    assert (
+        detail({"id": promise, "value": 1}, 401)
+        == "missing token: send the callback_signature widget's value as `token`"
+    )
+    assert detail({"id": promise, "value": 1, "token": "0" * 64}, 403) == (
+        f"token does not match promise {promise!r}: send the promise_id and callback_signature widgets "
+        "of the notebook run DARA started for that wait"
+    )
+    assert detail({"id": "settle-nobody:1", "value": 1, "token": sign(service.http, "settle-nobody:1")}, 404) == (
+        "no run 'settle-nobody': it was never started, or the in-process server that held it was restarted"
+    )
+    earlier = callback_token(promise, "0123456789abcdef")
+    assert detail({"id": promise, "value": 1, "token": earlier}, 403) == (
+        "token was issued to an earlier run that also had the id 'settle-refused'; the run that has it now "
+        "did not start your notebook, so its waits are not yours to settle"
+    )
+    assert detail({"id": "settle-refused", "value": 1, "token": sign(service.http, "settle-refused")}, 403) == (
+        "'settle-refused' is the run itself, not a wait; a callback settles only the wait it was issued for"
+    )
+    assert detail({"id": "settle-refused:7", "value": 1, "token": sign(service.http, "settle-refused:7")}, 404) == (
+        "run 'settle-refused' has no promise 'settle-refused:7'"
+    )
+    assert service.http.get("/runs/settle-refused").json()["status"] == "waiting"
+
+
+def test_a_callback_that_loses_the_race_to_a_null_value_is_told_so(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """null is a value like any other: a callback whose value lost to it is answered 409.
+
+    The race is forced: both settles are held at Resonate until both have arrived, then
+    the one with null goes first.
+    """
+    promise = waiting_run(service, "settle-null")
+    token = sign(service.http, promise)
+    promises = service.runtime.resonate.promises
+    real_resolve = promises.resolve
+    both_reached, null_settled = asyncio.Event(), asyncio.Event()
+    reached: list[Any] = []
+
+    async def null_first(promise_id: str, value: Any) -> Any:
+        reached.append(value.data)
+        if len(reached) == 2:
+            both_reached.set()
+        await asyncio.wait_for(both_reached.wait(), 20)
+        if value.data is not None:
+            await asyncio.wait_for(null_settled.wait(), 20)
+            return await real_resolve(promise_id, value)
+        settled = await real_resolve(promise_id, value)
+        null_settled.set()
+        return settled
+
+    monkeypatch.setattr(promises, "resolve", null_first)
+
+    def post(value: Any) -> httpx.Response:
+        with httpx.Client(base_url=service.url, timeout=60) as http:
+            return http.post("/resolve", json={"id": promise, "value": value, "token": token})
+
+    with ThreadPoolExecutor(2) as pool:
+        won, lost = pool.map(post, (None, "late"))
+
+    assert sorted(reached, key=str) == [None, "late"], "both callbacks must reach the settle for the race to be run"
+    assert won.json() == {"id": promise, "state": "resolved", "already_settled": False}
+    assert lost.status_code == 409, lost.text
+    assert (
+        lost.json()["detail"]
+        == f"{promise!r} was already resolved with another value; this callback's value was not recorded"
+    )
+    assert service.wait_for("settle-null")["result"] is None
+
+
+def test_a_callbacks_access_log_line_names_its_run(service: Service) -> None:
+    """Operators find a notebook's callback by the run's id (JSON log lines carry it)."""
+    promise = waiting_run(service, "settle-logged")
+    seen: list[tuple[str, str | None]] = []
+
+    class Seen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append((record.getMessage(), RUN_ID.get()))
+
+    access, handler = logging.getLogger("uvicorn.access"), Seen()
+    level = access.level
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    try:
+        response = service.http.post("/resolve", json={"id": promise, "value": 1, "token": sign(service.http, promise)})
+    finally:
+        access.removeHandler(handler)
+        access.setLevel(level)
+
+    assert response.status_code == 200, response.text
+    assert [run_id for message, run_id in seen if "/resolve" in message] == ["settle-logged"]
