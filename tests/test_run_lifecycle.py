@@ -3,6 +3,7 @@ reaches its deadline, users can cancel it, and failures explain themselves."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -53,6 +54,20 @@ def test_a_job_that_ends_without_calling_back_fails_the_run(service: Service) ->
     assert run["databricks_runs"][0]["url"] in run["error"]
     watcher = next(step for step in run["steps"] if step["name"] == "dara.watch_run")
     assert watcher["kind"] == "watcher"
+
+
+def test_an_oversized_callback_fails_its_run_saying_the_size_and_the_setting(service: Service) -> None:
+    """A notebook that calls back with a value over DARA_MAX_VALUE_BYTES: the cell reads the
+    413 and raises at once (no retries), the notebook fails, and the run's error carries the
+    cell's message -- how many bytes it sent, and the setting to raise."""
+    start(service, "life-too-big", "notebook_job", job="oversized_callback")
+
+    run = service.wait_for("life-too-big", timeout=120)
+
+    assert run["status"] == "failed", run
+    error = run["error"]
+    assert "RuntimeError: DARA refused the callback (413) of " in error, error
+    assert re.search(r"of \d{7,} bytes: .*request body over 1048576 bytes \(DARA_MAX_VALUE_BYTES\)", error), error
 
 
 def test_a_job_that_succeeds_without_calling_back_fails_the_run(service: Service) -> None:

@@ -102,7 +102,9 @@ def _dara_post(route, body):
                 )
                 return None
             if error.code < 500 and error.code != 429:  # our request is wrong: retrying won't help
-                raise RuntimeError(f"DARA refused the callback ({error.code}): {detail}") from error
+                raise RuntimeError(
+                    f"DARA refused the callback ({error.code}) of {len(data)} bytes: {detail}"
+                ) from error
             problem = error
         except (urllib.error.URLError, OSError) as error:
             problem = error
