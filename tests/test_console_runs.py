@@ -43,14 +43,14 @@ def test_start_from_the_form_watch_live_then_cancel(browser: Browser, service: S
     browser.driver.execute_script("window.sameDocument = true")  # gone if the page reloads
     browser.screenshot("run-waiting")
 
-    browser.find("button[data-cancel]").click()
+    browser.find("button.cancel").click()
     browser.driver.switch_to.alert.accept()
     status = browser.wait_for("the run cancelled, in place", lambda: browser.find("h1 .s.cancelled"))
     run = service.http.get("/runs/console-cancel").json()
 
     assert status.text == "cancelled" and run["status"] == "cancelled"
     assert browser.driver.execute_script("return window.sameDocument") is True
-    assert browser.find_all("button[data-cancel]") == []
+    assert browser.find_all("button.cancel") == []
     assert browser.find("#live").get_attribute("data-final") == "true"
     browser.screenshot("run-cancelled")
 

@@ -26,13 +26,39 @@ def test_run_page_shows_steps_and_updates_live_while_waiting(service: Service) -
     index = service.http.get("/ui")
 
     assert waiting.status_code == 200 and 'http-equiv="refresh"' not in waiting.text
-    assert 'data-live="/ui/runs/page-run/live"' in waiting.text and "data-cancel" in waiting.text
+    assert 'data-live="/ui/runs/page-run/live"' in waiting.text and 'data-action="/runs/page-run/cancel"' in waiting.text
     assert "page-run:1" in waiting.text and "waiting" in waiting.text
     assert unchanged.status_code == 204
     assert changed.status_code == 200 and changed.headers["x-dara-version"] != version[1]
     assert final.status_code == 200 and final.headers.get("x-dara-final") == "true" and 'class="s done"' in final.text
-    assert "data-live" not in done.text and "data-cancel" not in done.text and 'class="s done"' in done.text
+    assert "data-live" not in done.text and "data-action" not in done.text and 'class="s done"' in done.text
     assert "&lt;b&gt;x&lt;/b&gt;" in done.text and "<b>x</b>" not in done.text
     assert 'href="/ui/runs/page-run"' in index.text
     assert service.http.get("/ui/runs/missing").status_code == 404
     assert service.http.get("/ui/runs/missing/live").status_code == 404
+
+
+def test_a_waiting_run_offers_cancel_and_repair_where_the_workspace_can_repair() -> None:
+    """The run page's buttons post to the run's cancel and repair routes; the embedded
+    workspace cannot repair, so its runs get no repair button, and a finished run gets none."""
+    from datetime import UTC, datetime
+
+    from app.console.run_view import run_fragment
+    from app.services.run_status import RunView
+
+    now = datetime.now(UTC)
+    waiting = RunView.model_validate(
+        {
+            "id": "r1", "pipeline": "notebook_job", "status": "waiting", "started_by": "ada",
+            "incarnation": "i", "params": {}, "progress": {"done": 0, "seen": 1},
+            "started_at": now, "elapsed_seconds": 1.0, "deadline": now,
+        }
+    )
+    done = waiting.model_copy(update={"status": "done", "finished_at": now})
+
+    on_databricks = run_fragment(waiting, now=now)
+    on_embedded = run_fragment(waiting, now=now, embedded=True)
+
+    assert 'data-action="/runs/r1/cancel"' in on_databricks and 'data-action="/runs/r1/repair"' in on_databricks
+    assert 'data-action="/runs/r1/cancel"' in on_embedded and "/repair" not in on_embedded
+    assert "data-action" not in run_fragment(done, now=now)

@@ -16,7 +16,8 @@ ACTIVE = ("running", "waiting")
 def export_fragment(progress: ExportProgress) -> str:
     running = progress.status in ACTIVE
     cancel = (
-        f'<button type="button" class="cancel" data-cancel="/runs/{escape(progress.run_id)}/cancel">Cancel export</button>'
+        f'<button type="button" class="cancel" data-action="/runs/{escape(progress.run_id)}/cancel" data-refused="Not cancelled" '
+        'data-confirm="Cancel this export?">Cancel export</button>'
         '<span class="cancel-error" role="alert"></span>'
         if running
         else ""

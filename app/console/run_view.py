@@ -1,6 +1,6 @@
 """One run as a page: a timeline of its steps and waits with their durations, its
 watchers told apart (and described as what they are doing), its Databricks runs with
-per-task results, and a cancel button while it is in flight.
+per-task results, and cancel and repair buttons while it is in flight.
 
 The same fragment is served whole for the first load and again, only when the run
 changed, to the page's long-poll (``/ui/runs/{id}/live``), so there is one renderer.
@@ -39,17 +39,28 @@ def run_fragment(run: RunView, *, now: datetime | None = None, embedded: bool = 
     now = now or datetime.now(UTC)
     work = [step for step in run.steps if step.kind != "watcher"]
     watchers = [step for step in run.steps if step.kind == "watcher"]
+    run_path = f"/runs/{escape(run.id)}"
+    # Repair reruns the failed tasks of a Databricks run the run still waits on
+    # (DARA_REPAIR_WINDOW); DARA answers why not when there is none. The embedded
+    # workspace cannot repair.
+    repair = (
+        f'<button type="button" class="repair" data-action="{run_path}/repair" data-refused="Not repaired" '
+        'data-confirm="Rerun the failed tasks of this run\'s Databricks runs?">Repair failed tasks</button>'
+        if not embedded
+        else ""
+    )
     cancel = (
-        f'<button type="button" class="cancel" data-cancel="/runs/{escape(run.id)}/cancel">Cancel run</button>'
-        '<span class="cancel-error" role="alert"></span>'
+        f'<button type="button" class="cancel" data-action="{run_path}/cancel" data-refused="Not cancelled" '
+        'data-confirm="Cancel this run and the Databricks runs it started?">Cancel run</button>'
+        f'{repair}<span class="cancel-error" role="alert"></span>'
         if not is_final(run)
         else ""
     )
     outcome = f'<p class="error"><b>Error:</b> {escape(run.error)}</p>' if run.error else shown(run.result)
     done = sum(step.state != "pending" for step in work)
     return (
-        f'<h1>{escape(run.id)} {badge(run.status)}</h1>'
-        f'<p>Pipeline <code>{escape(run.pipeline)}</code> · started by {escape(run.started_by)} · '
+        f"<h1>{escape(run.id)} {badge(run.status)}</h1>"
+        f"<p>Pipeline <code>{escape(run.pipeline)}</code> · started by {escape(run.started_by)} · "
         f'<span class="progress">{done} of {len(work)} steps and waits done</span> · '
         f"{seconds(run.elapsed_seconds)} · deadline {run.deadline:%Y-%m-%d %H:%M} UTC · "
         f'<a href="/runs/{escape(run.id)}">JSON</a> · <code>resonate tree {escape(run.id)}</code>'
@@ -63,7 +74,9 @@ def run_fragment(run: RunView, *, now: datetime | None = None, embedded: bool = 
 
 
 def _export_link(run: RunView) -> str:
-    return f' · <a href="/ui/exports/{escape(run.id)}">export progress</a>' if run.pipeline == "export_workflows" else ""
+    return (
+        f' · <a href="/ui/exports/{escape(run.id)}">export progress</a>' if run.pipeline == "export_workflows" else ""
+    )
 
 
 def _timeline(run: RunView, steps: list[StepView], now: datetime) -> str:
@@ -161,7 +174,7 @@ def _watchers(run: RunView, watchers: list[StepView]) -> str:
     return (
         "<h2>Watchers</h2><p>Detached checks that keep a wait from hanging; not counted as steps.</p>"
         '<table class="watchers"><tr><th>promise</th><th>name</th><th>watches</th><th>state</th>'
-        f'<th>since</th></tr>{"".join(rows)}</table>'
+        f"<th>since</th></tr>{''.join(rows)}</table>"
     )
 
 

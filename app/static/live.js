@@ -1,26 +1,28 @@
 // Keeps a server-rendered section current without reloading the page: long-polls its
 // data-live URL with the version it shows; the server answers with new HTML (already
 // escaped, rendered by DARA) only when something changed, and says when it is final.
-// Also wires the section's cancel button.
+// Also wires the section's buttons (cancel, repair).
 "use strict";
 
 (function () {
   const section = document.getElementById("live");
   if (!section) return;
 
+  // A button with data-action posts to it once confirmed (data-confirm) and shows a refusal
+  // (data-refused says what did not happen) beside the buttons: cancel and repair.
   section.addEventListener("click", async (event) => {
-    const button = event.target.closest("button[data-cancel]");
+    const button = event.target.closest("button[data-action]");
     if (!button) return;
-    if (!window.confirm("Cancel this run and the Databricks runs it started?")) return;
+    if (!window.confirm(button.dataset.confirm)) return;
     button.disabled = true;
-    const result = await dara.call("POST", button.dataset.cancel);
+    const result = await dara.call("POST", button.dataset.action);
     if (!result.ok) {
       button.disabled = false;
       const slot = section.querySelector(".cancel-error");
-      if (slot) slot.textContent = ` Not cancelled: ${dara.detail(result)}`;
+      if (slot) slot.textContent = ` ${button.dataset.refused}: ${dara.detail(result)}`;
       return;
     }
-    poll(0);  // show the cancelled run at once
+    poll(0);  // show the run as it is now at once
   });
 
   let inFlight = false;
