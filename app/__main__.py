@@ -42,7 +42,11 @@ def main(pipelines_to_run: Iterable[Pipeline] | None = None) -> None:
         except SchemaError as exc:
             print(f"DARA cannot start: DARA_POSTGRES_DSN: {exc}", file=sys.stderr)
             sys.exit(2)
-    server = uvicorn.Server(uvicorn_config(create_app(settings, pipelines_to_run=pipelines_to_run), settings, log_level="info", **logging_options))
+    server = uvicorn.Server(
+        uvicorn_config(
+            create_app(settings, pipelines_to_run=pipelines_to_run), settings, log_level="info", **logging_options
+        )
+    )
     try:
         server.run()
     except KeyboardInterrupt:  # re-raised by uvicorn once it has shut down on Ctrl-C

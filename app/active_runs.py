@@ -26,7 +26,7 @@ from databricks.sdk import WorkspaceClient
 PAGE_SIZE = 25
 
 
-class ListingUnavailable(Exception):  # noqa: N818 -- says what happened, as the SDK's errors do
+class ListingUnavailable(Exception):  # says what happened, as the SDK's errors do
     """The last listing failed less than an interval ago; no call is made until it is due.
 
     Not transient on purpose: a watcher step retrying it would only wait, and every
@@ -37,9 +37,7 @@ class ListingUnavailable(Exception):  # noqa: N818 -- says what happened, as the
 class ActiveRuns:
     """The ids of a workspace's active runs, listed at most once per ``interval`` seconds."""
 
-    def __init__(
-        self, w: WorkspaceClient, interval: float, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, w: WorkspaceClient, interval: float, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.w = w
         self.interval = interval
         #: When a listing is due is read from this clock; tests pass one they move by hand.

@@ -50,11 +50,13 @@ def parse(text: str) -> Checked:
     if len(text.encode()) > MAX_CONFIG_BYTES:
         return Checked(None, [Problem(loc=[], msg=f"the config is over {MAX_CONFIG_BYTES} bytes")])
     try:
-        data = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 -- a SafeLoader, stricter still
+        data = yaml.load(text, Loader=_NoAliasLoader)  # a SafeLoader, stricter still
     except yaml.YAMLError as exc:
         return Checked(None, [Problem(loc=[], msg=f"not valid YAML: {exc}")])
     if not isinstance(data, dict):
-        return Checked(None, [Problem(loc=[], msg="the config must be a mapping with workflows, pipelines and initial_variables")])
+        return Checked(
+            None, [Problem(loc=[], msg="the config must be a mapping with workflows, pipelines and initial_variables")]
+        )
     return check(data)
 
 
@@ -99,7 +101,9 @@ def summary(config: ExportConfig) -> dict[str, Any]:
     return {
         "start_path": config.initial_variables.v_start_path,
         "jobs": [{"id": str(w.job_id), "name": w.job_name, "export_libraries": w.export_libraries} for w in workflows],
-        "pipelines": [{"id": p.pipeline_id, "name": p.pipeline_name, "export_libraries": p.export_libraries} for p in pipelines],
+        "pipelines": [
+            {"id": p.pipeline_id, "name": p.pipeline_name, "export_libraries": p.export_libraries} for p in pipelines
+        ],
         "inactive": len(config.workflows) + len(config.pipelines) - len(workflows) - len(pipelines),
         "total": len(workflows) + len(pipelines),
     }

@@ -81,12 +81,22 @@ def export_progress(run: RunView, now: datetime) -> ExportProgress:
 
 def _planned(params: dict[str, Any]) -> list[dict[str, Any]]:
     jobs = [
-        {"kind": "job", "id": str(w.get("job_id")), "name": w.get("job_name", ""), "export_libraries": bool(w.get("export_libraries"))}
+        {
+            "kind": "job",
+            "id": str(w.get("job_id")),
+            "name": w.get("job_name", ""),
+            "export_libraries": bool(w.get("export_libraries")),
+        }
         for w in params.get("workflows") or []
         if isinstance(w, dict) and w.get("is_active", True)
     ]
     pipelines = [
-        {"kind": "pipeline", "id": str(p.get("pipeline_id")), "name": p.get("pipeline_name", ""), "export_libraries": bool(p.get("export_libraries"))}
+        {
+            "kind": "pipeline",
+            "id": str(p.get("pipeline_id")),
+            "name": p.get("pipeline_name", ""),
+            "export_libraries": bool(p.get("export_libraries")),
+        }
         for p in params.get("pipelines") or []
         if isinstance(p, dict) and p.get("is_active", True)
     ]
@@ -100,7 +110,9 @@ def _item(plan: dict[str, Any], step: StepView | None, run: RunView, now: dateti
     end = step.finished_at or (run.finished_at if run.finished_at else now)
     seconds = max((end - step.started_at).total_seconds(), 0.0)
     if step.state == "pending":
-        return ItemProgress(**plan, state="running" if run.status in ("running", "waiting") else "cancelled", seconds=seconds)
+        return ItemProgress(
+            **plan, state="running" if run.status in ("running", "waiting") else "cancelled", seconds=seconds
+        )
     if step.state != "resolved":
         return ItemProgress(**plan, state="failed", seconds=seconds, error=step.error)
     result = step.result if isinstance(step.result, dict) else {}

@@ -168,9 +168,7 @@ class HttpGuard:
             refusal = self._cross_site_refusal(scope, headers, addressed, scheme)
         if refusal is not None:
             status, detail = refusal
-            logger.warning(
-                "refused %s %s (%d): %s", scope["method"], _shown(scope["path"], 200), status, detail
-            )
+            logger.warning("refused %s %s (%d): %s", scope["method"], _shown(scope["path"], 200), status, detail)
             await _answer(send, status, detail)
             return
         await self.app(scope, receive, self._sending(scope, host_header, send))
@@ -266,6 +264,7 @@ class HttpGuard:
                     return
                 page = b"".join(chunks)
                 start, held = held, None
+                assert docs_policy is not None  # a response is held only to apply it
                 await send(_with_headers(start, docs_policy.for_page(page)))
                 await send({"type": "http.response.body", "body": page})
                 return
@@ -373,6 +372,7 @@ def declare_responses(app: FastAPI) -> None:
                         responses["403"] = {**responses["403"], "description": described}
                     else:
                         responses["403"] = error_response(refused)
+        assert app.openapi_schema is not None  # build() stored the schema it returned
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

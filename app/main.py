@@ -9,18 +9,32 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from resonate.error import ConnectorError, ResonateError
 from resonate_base.connections import Network
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.console import assets
 from app.durable import Pipeline
 from app.http_guard import AllowedHosts, HttpGuard, declare_responses
 from app.limits import LIMIT_RESPONSES, BodyLimit
-from app.routers import console_databricks, console_login, console_pages, exports, workspace
-from app.routers import callbacks, health, jobs, pages, pipelines, resonate_protocol, runs, uploads
-from app.routers import answers, metrics
 from app.request_id import RequestId
+from app.routers import (
+    answers,
+    callbacks,
+    console_databricks,
+    console_login,
+    console_pages,
+    exports,
+    health,
+    jobs,
+    metrics,
+    pages,
+    pipelines,
+    resonate_protocol,
+    runs,
+    uploads,
+    workspace,
+)
 from app.runtime import Runtime
 from app.security import ApiAccess, redact_access_log
 from app.services.errors import ServiceError
@@ -87,7 +101,8 @@ def create_app(
         )
     # Open: how a browser signs in to the console with the token (app.routers.console_login).
     app.include_router(console_login.build_router(access))
-    app.add_exception_handler(StarletteHTTPException, console_login.sign_in_first)
+    # Starlette types a handler's exception as any Exception; this one is registered for its own.
+    app.add_exception_handler(StarletteHTTPException, console_login.sign_in_first)  # type: ignore[arg-type]
     # What the run services refuse (app.services.errors), answered with its status.
     app.add_exception_handler(ServiceError, answers.refused)
     # The resonate CLI's protocol checks the API token itself, to refuse in the CLI's envelope.

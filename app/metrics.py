@@ -60,43 +60,58 @@ class Metrics:
             "dara_runs_started", "Runs started (a new run id), by pipeline.", ["pipeline"], registry=r
         )
         self.runs_ended = Counter(
-            "dara_runs_ended", "Runs that ended, by pipeline and status (done, failed, timed_out, cancelled).",
-            ["pipeline", "status"], registry=r,
+            "dara_runs_ended",
+            "Runs that ended, by pipeline and status (done, failed, timed_out, cancelled).",
+            ["pipeline", "status"],
+            registry=r,
         )
         self.run_duration = Histogram(
-            "dara_run_duration_seconds", "From a run's start to its end, by pipeline and status.",
-            ["pipeline", "status"], buckets=LONG_BUCKETS, registry=r,
+            "dara_run_duration_seconds",
+            "From a run's start to its end, by pipeline and status.",
+            ["pipeline", "status"],
+            buckets=LONG_BUCKETS,
+            registry=r,
         )
         self.wait_duration = Histogram(
             "dara_wait_duration_seconds",
             "How long a wait (ctx.promise()) was pending before it was settled, by pipeline and "
             "how it was settled (resolved, rejected, rejected_timedout, rejected_canceled).",
-            ["pipeline", "settled"], buckets=LONG_BUCKETS, registry=r,
+            ["pipeline", "settled"],
+            buckets=LONG_BUCKETS,
+            registry=r,
         )
         self.callback_resume = Histogram(
             "dara_callback_resume_latency_seconds",
             "From a callback settling a wait (POST /resolve or /reject) to the pipeline resuming "
             "past it, on this worker.",
-            ["pipeline"], buckets=SHORT_BUCKETS, registry=r,
+            ["pipeline"],
+            buckets=SHORT_BUCKETS,
+            registry=r,
         )
         self.step_retries = Counter(
-            "dara_step_retries", "Step retries, by step and reason (transient, capacity).",
-            ["step", "reason"], registry=r,
+            "dara_step_retries",
+            "Step retries, by step and reason (transient, capacity).",
+            ["step", "reason"],
+            registry=r,
         )
         self.watcher_calls = Counter(
-            "dara_watcher_databricks_calls", "Databricks API calls the run watchers made, by call.",
-            ["call"], registry=r,
+            "dara_watcher_databricks_calls",
+            "Databricks API calls the run watchers made, by call.",
+            ["call"],
+            registry=r,
         )
         self.databricks_errors = Counter(
             "dara_databricks_api_errors",
             "Databricks API answers that were errors, by HTTP status and error_code "
             "(none when the body had no code); the SDK's own retries included.",
-            ["status", "code"], registry=r,
+            ["status", "code"],
+            registry=r,
         )
         self.backend_up = Gauge(
             "dara_backend_up",
             "1 when the Resonate backend passes the check GET /health runs, else 0; set on each scrape.",
-            ["backend"], registry=r,
+            ["backend"],
+            registry=r,
         )
         self._callbacks: collections.OrderedDict[str, float] = collections.OrderedDict()
 
@@ -157,7 +172,9 @@ class Metrics:
         """
         session = getattr(getattr(workspace.api_client, "_api_client", None), "_session", None)
         if not isinstance(session, requests.Session):
-            logger.warning("cannot count Databricks API errors: this databricks-sdk keeps no requests session where expected")
+            logger.warning(
+                "cannot count Databricks API errors: this databricks-sdk keeps no requests session where expected"
+            )
             return
         session.hooks["response"].append(self._databricks_response)
 

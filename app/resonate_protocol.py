@@ -47,13 +47,32 @@ logger = logging.getLogger(__name__)
 READS = ("promise.get", "promise.search", "task.get")
 SETTLE = "promise.settle"
 #: The server's other kinds: refused here, with a reason, rather than called unknown.
-REFUSED = frozenset({
-    "promise.create", "promise.register_callback", "promise.register_listener",
-    "task.create", "task.acquire", "task.release", "task.fulfill", "task.suspend", "task.fence",
-    "task.heartbeat", "task.halt", "task.continue", "task.search",
-    "schedule.get", "schedule.create", "schedule.delete", "schedule.search",
-    "debug.start", "debug.stop", "debug.reset", "debug.snap", "debug.tick",
-})
+REFUSED = frozenset(
+    {
+        "promise.create",
+        "promise.register_callback",
+        "promise.register_listener",
+        "task.create",
+        "task.acquire",
+        "task.release",
+        "task.fulfill",
+        "task.suspend",
+        "task.fence",
+        "task.heartbeat",
+        "task.halt",
+        "task.continue",
+        "task.search",
+        "schedule.get",
+        "schedule.create",
+        "schedule.delete",
+        "schedule.search",
+        "debug.start",
+        "debug.stop",
+        "debug.reset",
+        "debug.snap",
+        "debug.tick",
+    }
+)
 #: Longest rejection message, as for ``POST /reject``.
 MAX_MESSAGE = 65536
 
@@ -63,7 +82,7 @@ class _Loose(BaseModel):
 
 
 class Head(_Loose):
-    corrId: StrictStr  # noqa: N815 -- the protocol's names
+    corrId: StrictStr  # the protocol's names
     version: StrictStr
     auth: StrictStr | None = None
 
@@ -109,7 +128,11 @@ class Refusal(Exception):
 
 def envelope(kind: str, corr_id: str, reply: Reply) -> dict[str, Any]:
     """An answer in the server's shape; its HTTP status is ``head.status``."""
-    return {"kind": kind, "head": {"corrId": corr_id, "status": reply.status, "version": PROTOCOL_VERSION}, "data": reply.data}
+    return {
+        "kind": kind,
+        "head": {"corrId": corr_id, "status": reply.status, "version": PROTOCOL_VERSION},
+        "data": reply.data,
+    }
 
 
 def refusal(body: bytes, status: int, message: str, max_depth: int) -> dict[str, Any]:
@@ -173,7 +196,8 @@ def _envelope(body: bytes, max_depth: int) -> Envelope:
         raise Refusal(400, "Invalid 'data' field — must be an object")
     if request.head.version != PROTOCOL_VERSION:
         raise Refusal(
-            400, f"Unsupported protocol version {request.head.version[:64]!r}, supported versions: [{PROTOCOL_VERSION!r}]"
+            400,
+            f"Unsupported protocol version {request.head.version[:64]!r}, supported versions: [{PROTOCOL_VERSION!r}]",
         )
     if _holds_nul(request.data):  # Postgres cannot store it: refused here, not a 503 there
         raise Refusal(400, "Invalid request: a string in 'data' holds a NUL character (\\u0000); remove it")
@@ -184,7 +208,8 @@ async def _dispatch(runtime: Runtime, request: Envelope, user: str) -> Reply:
     kind = request.kind
     if kind in REFUSED:
         raise Refusal(
-            403, f"{kind} is refused here: DARA's /resonate/ answers reads ({', '.join(READS)}) and settling "
+            403,
+            f"{kind} is refused here: DARA's /resonate/ answers reads ({', '.join(READS)}) and settling "
             "a run's callback wait (promise.settle); start and cancel runs through DARA's API "
             "(POST /runs, POST /runs/{id}/cancel)",
         )
@@ -193,7 +218,8 @@ async def _dispatch(runtime: Runtime, request: Envelope, user: str) -> Reply:
     backend = ProtocolBackend.of(runtime.network, runtime.local_server)
     if backend is None:
         raise Refusal(
-            404, "DARA runs on a Resonate server (RESONATE_URL): point the CLI at that server with -S; "
+            404,
+            "DARA runs on a Resonate server (RESONATE_URL): point the CLI at that server with -S; "
             "it answers these requests itself",
         )
     if kind == "promise.get":
@@ -224,7 +250,8 @@ async def _settle(runtime: Runtime, backend: ProtocolBackend, data: SettleData, 
         what = "the run itself" if exc.kind == "run" else f"a {exc.kind} of run {exc.run_id!r}"
         audit(user, f"was refused settling {data.id!r} ({what}) in", exc.run_id)
         raise Refusal(
-            403, f"{data.id!r} is {what}, not a wait (ctx.promise()); only a run's callback wait can be "
+            403,
+            f"{data.id!r} is {what}, not a wait (ctx.promise()); only a run's callback wait can be "
             "settled from outside",
         ) from None
     run_id = origin(record) or run_of(data.id)
@@ -248,7 +275,8 @@ def _stored_value(data: SettleData, user: str, max_depth: int) -> dict[str, Any]
                 value = json.loads(text)
             except ValueError:
                 raise Refusal(
-                    400, "value.data must be base64 of JSON, which the pipeline decodes: "
+                    400,
+                    "value.data must be base64 of JSON, which the pipeline decodes: "
                     """--value '{"data":{"ok":true}}'; a JSON string needs its quotes: --value '{"data":"\\"ok\\""}'""",
                 ) from None
     else:

@@ -174,13 +174,9 @@ class Runtime:
             if embedded is not None and settings.postgres_dsn and not settings.resonate_url:
                 claim = await EmbeddedClaim.take(settings.postgres_dsn, embedded.host)
             workspace = workspace_client(settings, embedded)
-            signer = CallbackSigner(
-                callback_secret(settings), settings.callback_base_url, settings.callback_base_urls
-            )
+            signer = CallbackSigner(callback_secret(settings), settings.callback_base_url, settings.callback_base_urls)
             if settings.deploy_on_start:
-                job_id = await asyncio.to_thread(
-                    deploy_demo, workspace, settings.notebook_dir, settings.demo_job_name
-                )
+                job_id = await asyncio.to_thread(deploy_demo, workspace, settings.notebook_dir, settings.demo_job_name)
                 logger.info("demo job %r is job %s", settings.demo_job_name, job_id)
             pid = uuid.uuid4().hex
             network = network or resonate_network(settings, pid)
@@ -198,8 +194,13 @@ class Runtime:
                 "when it stops; set RESONATE_URL or DARA_POSTGRES_DSN to keep them"
             )
         runtime = cls(
-            settings, resonate, workspace, signer,
-            service_pipelines() if pipelines is None else catalog(*pipelines), embedded, local,
+            settings,
+            resonate,
+            workspace,
+            signer,
+            service_pipelines() if pipelines is None else catalog(*pipelines),
+            embedded,
+            local,
             # resonate-pg (process_timeouts) and the Resonate server (v0.9.8) time every
             # pending wait out themselves; DARA's in-process server says so itself.
             backend_times_out=getattr(network, "times_out_waits", bool(settings.resonate_url or settings.postgres_dsn)),
@@ -234,9 +235,7 @@ class Runtime:
         """Whether ``user`` may cancel a run ``started_by`` started: its owner or an admin."""
         return user == started_by or user in self.settings.admins
 
-    async def start_run(
-        self, run_id: str, pipeline: Pipeline, params: dict[str, Any], *, started_by: str
-    ) -> RunMeta:
+    async def start_run(self, run_id: str, pipeline: Pipeline, params: dict[str, Any], *, started_by: str) -> RunMeta:
         """Start ``pipeline`` as ``run_id`` for ``started_by``; returns once its root promise exists.
 
         Starting an id that exists already is a no-op: Resonate dedupes on the id, and

@@ -27,8 +27,8 @@ import hmac
 import logging
 import re
 from dataclasses import dataclass
+from typing import Annotated, Any, NoReturn
 from urllib.parse import unquote_plus
-from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -123,8 +123,11 @@ class ApiAccess:
 
     def _has_session(self, request: Request) -> bool:
         cookie = request.cookies.get(SESSION_COOKIE)
-        return bool(cookie) and self.token_digest is not None and hmac.compare_digest(
-            cookie.encode(), _session_value(self.token_digest).encode()
+        return (
+            cookie is not None
+            and bool(cookie)
+            and self.token_digest is not None
+            and hmac.compare_digest(cookie.encode(), _session_value(self.token_digest).encode())
         )
 
     def _token_user(self, request: Request, credentials: HTTPAuthorizationCredentials | None) -> str:
@@ -153,7 +156,7 @@ class ApiAccess:
         return " or ".join(ways)
 
     @staticmethod
-    def _refuse(request: Request, code: int, detail: str, *, error: str | None = None) -> None:
+    def _refuse(request: Request, code: int, detail: str, *, error: str | None = None) -> NoReturn:
         client = request.client.host if request.client else "?"
         logger.warning("refused %s %s from %s (%d): %s", request.method, request.url.path, client, code, detail)
         challenge = f'Bearer error="{error}"' if error else "Bearer"

@@ -75,18 +75,20 @@ class _ClientDeadline(asyncio.Protocol):
         if self.flow is not None and self.flow.read_paused:  # we stopped reading, not the client
             self._arm()
             return
-        client = "%s:%d" % self.client if self.client else "a client"
+        client = f"{self.client[0]}:{self.client[1]:d}" if self.client else "a client"
         if self._in_headers:
             logger.warning(
                 "%s sent no whole request headers within DARA_CLIENT_TIMEOUT=%gs; closing the connection",
-                client, self.client_timeout,
+                client,
+                self.client_timeout,
             )
             message = f"request not received within {self.client_timeout:g} s (DARA_CLIENT_TIMEOUT)".encode()
             self.transport.write(_TIMEOUT_RESPONSE % (len(message), message))
         elif self._in_body:
             logger.warning(
                 "%s sent no whole request body within DARA_CLIENT_TIMEOUT=%gs; closing the connection",
-                client, self.client_timeout,
+                client,
+                self.client_timeout,
             )
         else:
             logger.debug("%s sent nothing within DARA_CLIENT_TIMEOUT=%gs; closing", client, self.client_timeout)

@@ -55,9 +55,7 @@ def running_as_databricks_app() -> bool:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="DARA_", env_file=".env", extra="ignore", populate_by_name=True
-    )
+    model_config = SettingsConfigDict(env_prefix="DARA_", env_file=".env", extra="ignore", populate_by_name=True)
 
     # -- where the service listens, and where notebooks call it back ----------
     host: str = "127.0.0.1"
@@ -85,8 +83,7 @@ class Settings(BaseSettings):
     )
     postgres_dsn: str | None = Field(
         default=None,
-        description="Postgres 16+ (e.g. Lakebase) holding the resonate-pg schema; "
-        "used when RESONATE_URL is unset.",
+        description="Postgres 16+ (e.g. Lakebase) holding the resonate-pg schema; used when RESONATE_URL is unset.",
     )
     lease: Duration = Field(
         default=timedelta(seconds=60),
@@ -175,8 +172,7 @@ class Settings(BaseSettings):
     # -- callbacks -------------------------------------------------------------------
     callback_secret: SecretStr | None = Field(
         default=None,
-        description="HMAC key for callback tokens; unset means one generated once "
-        "and kept in DARA_STATE_DIR.",
+        description="HMAC key for callback tokens; unset means one generated once and kept in DARA_STATE_DIR.",
     )
     max_value_bytes: int = Field(default=1 << 20, description="Largest accepted request body.")
     client_timeout: float = Field(
@@ -249,9 +245,7 @@ class Settings(BaseSettings):
         "before DARA deletes it (checked at start and hourly; ISO 8601 or seconds).",
     )
     step_retries: int = Field(default=3, description="Retries of a step's transient failures.")
-    step_retry_delay: float = Field(
-        default=2.0, description="First retry delay in seconds; doubles on each retry."
-    )
+    step_retry_delay: float = Field(default=2.0, description="First retry delay in seconds; doubles on each retry.")
 
     # -- observability (GET /metrics needs no setting) ---------------------------------
     log_format: Literal["text", "json"] = Field(
@@ -275,18 +269,12 @@ class Settings(BaseSettings):
     )
 
     # .. email notifications (SMTP); sent when smtp_host and notify_email_to are set ..
-    smtp_host: str | None = Field(
-        default=None, description="SMTP server that notify steps send email through."
-    )
+    smtp_host: str | None = Field(default=None, description="SMTP server that notify steps send email through.")
     smtp_port: int = Field(default=587, description="SMTP port (587: submission with STARTTLS).")
     smtp_user: str | None = Field(default=None, description="SMTP login; unset means no login.")
     smtp_password: SecretStr | None = Field(default=None, description="SMTP password.")
-    smtp_from: str | None = Field(
-        default=None, description="From address of notification emails (default: smtp_user)."
-    )
-    notify_email_to: str | None = Field(
-        default=None, description="Comma-separated recipients of notification emails."
-    )
+    smtp_from: str | None = Field(default=None, description="From address of notification emails (default: smtp_user).")
+    notify_email_to: str | None = Field(default=None, description="Comma-separated recipients of notification emails.")
     smtp_starttls: bool = Field(
         default=True, description="Upgrade the SMTP connection with STARTTLS before logging in."
     )
@@ -295,7 +283,7 @@ class Settings(BaseSettings):
     def _listen_where_the_apps_runtime_says(self) -> Settings:
         if self.apps_port is not None:
             # An App must listen on all interfaces: the Apps proxy is not on its loopback.
-            self.host, self.port = "0.0.0.0", self.apps_port  # noqa: S104
+            self.host, self.port = "0.0.0.0", self.apps_port
         return self
 
     @model_validator(mode="after")

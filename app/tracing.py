@@ -91,7 +91,9 @@ class Tracing:
         """A context whose current span is run ``run_id``'s root, wherever that is exported."""
         trace = self._trace
         trace_id, span_id = run_ids(run_id)
-        root = trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED))
+        root = trace.SpanContext(
+            trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED)
+        )
         return trace.set_span_in_context(trace.NonRecordingSpan(root))
 
     @contextlib.contextmanager
@@ -174,4 +176,3 @@ class Tracing:
         timeout (OTEL_EXPORTER_OTLP_TIMEOUT)."""
         self.provider.force_flush(2000)
         self.provider.shutdown()
-

@@ -164,7 +164,11 @@ def _page[R: (JobRow, PipelineRow)](
     counted = _Counted(rows)
     matching = (row for row in counted if keep(row))
     if query.strip():
-        scored = [(score, row) for row in itertools.islice(matching, MAX_SCANNED) if (score := _score(query, row)) >= MATCH_SCORE]
+        scored = [
+            (score, row)
+            for row in itertools.islice(matching, MAX_SCANNED)
+            if (score := _score(query, row)) >= MATCH_SCORE
+        ]
         scored.sort(key=lambda pair: (-pair[0], pair[1].name.lower()))
         ranked = [row for _, row in scored]
         items = ranked[cursor : cursor + limit]
@@ -204,9 +208,7 @@ def _job_filter(wanted: JobFilter) -> Callable[[JobRow], bool]:
             return False
         if wanted.schedule == "unscheduled" and row.schedule is not None:
             return False
-        if key and (key not in row.tags or (value and row.tags[key] != value)):
-            return False
-        return True
+        return not (key and (key not in row.tags or (value and row.tags[key] != value)))
 
     return keep
 

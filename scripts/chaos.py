@@ -89,7 +89,7 @@ EXPECTED = {"greeting": f"hello {NAME}", "sum_of_squares": sum(i * i for i in ra
 NEVER_STARTED = "never started"
 
 
-class Fatal(Exception):  # noqa: N818 -- it says what it is
+class Fatal(Exception):  # it says what it is
     """Nothing more can be measured (the service does not start, no demo job): stop, print the table."""
 
 
@@ -166,7 +166,9 @@ class Service:
     def start(self, timeout: float = 120) -> Workspace:
         self.starts += 1
         log = open(self.log_dir / f"service-{self.starts}.log", "wb")  # noqa: SIM115 -- the child keeps it
-        self.process = subprocess.Popen([sys.executable, "-m", "app"], cwd=PROJECT_ROOT, env=self.env, stdout=log, stderr=log)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app"], cwd=PROJECT_ROOT, env=self.env, stdout=log, stderr=log
+        )
         deadline = time.monotonic() + timeout
         health: dict[str, Any] | None = None
         problem = "no answer"
@@ -479,10 +481,13 @@ def report(outcomes: list[Outcome]) -> str:
 
 def table(outcomes: list[Outcome]) -> str:
     head = ("point", "runs", "at point", "completed", "databricks runs", "lost callbacks")
-    return layout(head, [
-        (o.point, str(o.runs), str(o.at_point), str(o.completed), str(o.databricks_runs), str(o.lost_callbacks))
-        for o in outcomes
-    ])
+    return layout(
+        head,
+        [
+            (o.point, str(o.runs), str(o.at_point), str(o.completed), str(o.databricks_runs), str(o.lost_callbacks))
+            for o in outcomes
+        ],
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -500,7 +505,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8765, help="port the service listens on (default: 8765)")
     parser.add_argument("--job", default="dara-demo", help="demo job to run (default: dara-demo)")
     parser.add_argument(
-        "--state-dir", type=Path, default=PROJECT_ROOT / ".dara" / "chaos",
+        "--state-dir",
+        type=Path,
+        default=PROJECT_ROOT / ".dara" / "chaos",
         help="DARA_STATE_DIR for the service (default: .dara/chaos)",
     )
     args = parser.parse_args(argv)
@@ -546,7 +553,10 @@ def main(argv: list[str] | None = None) -> int:
     if interrupted:
         return 130
     clean = len(outcomes) == len(args.points) and all(
-        o.runs == args.runs and o.completed == o.runs and o.databricks_runs == o.runs and o.lost_callbacks == 0
+        o.runs == args.runs
+        and o.completed == o.runs
+        and o.databricks_runs == o.runs
+        and o.lost_callbacks == 0
         and not o.notes
         for o in outcomes
     )

@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from databricks.sdk import WorkspaceClient  # noqa: E402
+from databricks.sdk import WorkspaceClient
 
-from app.settings import Settings  # noqa: E402
-from app.workspace.deploy import ClusterSpec, deploy_demo  # noqa: E402
+from app.settings import Settings
+from app.workspace.deploy import ClusterSpec, deploy_demo
 
 
 def main() -> int:
@@ -31,7 +31,9 @@ def main() -> int:
     parser.add_argument("--job-name", default=settings.demo_job_name)
     parser.add_argument("--notebook-dir", default=settings.notebook_dir)
     parser.add_argument("--spark-version", default=defaults.spark_version)
-    parser.add_argument("--node-type", default=defaults.node_type_id, help="e.g. i3.xlarge (AWS), Standard_DS3_v2 (Azure)")
+    parser.add_argument(
+        "--node-type", default=defaults.node_type_id, help="e.g. i3.xlarge (AWS), Standard_DS3_v2 (Azure)"
+    )
     parser.add_argument("--workers", type=int, default=defaults.num_workers)
     args = parser.parse_args()
     if not (settings.databricks_host or args.profile):

@@ -28,11 +28,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere, not only as an installed package
     sys.path.insert(0, str(ROOT))
 
-from databricks.sdk import WorkspaceClient  # noqa: E402
-from databricks.sdk.service import jobs  # noqa: E402
+from databricks.sdk import WorkspaceClient
+from databricks.sdk.service import jobs
 
-from app.settings import Settings  # noqa: E402
-from app.taskgraph import (  # noqa: E402
+from app.settings import Settings
+from app.taskgraph import (
     TaskGraph,
     TaskGraphError,
     job_settings,
@@ -40,16 +40,16 @@ from app.taskgraph import (  # noqa: E402
     validate,
     workspace_paths,
 )
-from app.workspace.client import workspace_client  # noqa: E402
-from app.workspace.embedded import EmbeddedWorkspace  # noqa: E402
-from steps.jobs import JobNotManaged, run_url, upsert_job  # noqa: E402
-from steps.task_graph_root import (  # noqa: E402
+from app.workspace.client import workspace_client
+from app.workspace.embedded import EmbeddedWorkspace
+from steps.jobs import JobNotManaged, run_url, upsert_job
+from steps.task_graph_root import (
     TaskGraphPathError,
     TaskGraphRoot,
     WorkspacePathError,
     WorkspaceRoot,
 )
-from steps.workspace_files import upload_task_files  # noqa: E402
+from steps.workspace_files import upload_task_files
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,9 +111,7 @@ def run(w: WorkspaceClient, job_id: int, timeout: timedelta) -> int:
         state = task.state.result_state.value if task.state and task.state.result_state else "?"
         print(f"  {task.task_key}: {state}", file=sys.stderr)
     result = finished.state.result_state if finished.state else None
-    print(
-        json.dumps({"job_id": job_id, "run_id": finished.run_id, "result": result and result.value})
-    )
+    print(json.dumps({"job_id": job_id, "run_id": finished.run_id, "result": result and result.value}))
     return 0 if result == jobs.RunResultState.SUCCESS else 1
 
 
@@ -123,23 +121,16 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Formats: examples/task_graph/README.md",
     )
     parser.add_argument("folder", help="folder with the task files (and compute/tasks files)")
-    parser.add_argument(
-        "--compute", help="compute config file (default: FOLDER/compute.yaml|yml|json)"
-    )
+    parser.add_argument("--compute", help="compute config file (default: FOLDER/compute.yaml|yml|json)")
     parser.add_argument("--tasks", help="task list file (default: FOLDER/tasks.yaml|yml|json)")
     parser.add_argument("--name", help="job name (default: the folder's name)")
     parser.add_argument(
         "--workspace-dir",
-        help="workspace folder for the task files (default: DARA_NOTEBOOK_DIR/NAME, "
-        "e.g. /Workspace/Shared/dara/NAME)",
+        help="workspace folder for the task files (default: DARA_NOTEBOOK_DIR/NAME, e.g. /Workspace/Shared/dara/NAME)",
     )
-    parser.add_argument(
-        "--dry-run", action="store_true", help="validate and print the job settings; no API call"
-    )
+    parser.add_argument("--dry-run", action="store_true", help="validate and print the job settings; no API call")
     parser.add_argument("--run", action="store_true", help="run the job after deploying, and wait")
-    parser.add_argument(
-        "--timeout", type=float, default=60, help="minutes to wait for --run (default 60)"
-    )
+    parser.add_argument("--timeout", type=float, default=60, help="minutes to wait for --run (default 60)")
     return parser
 
 

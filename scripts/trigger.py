@@ -72,8 +72,14 @@ def main() -> int:
     parser.add_argument("--id", required=True, help="the run's id")
     parser.add_argument("--url", help="callback base URL the notebook calls (default: the service's)")
     parser.add_argument("--pipeline", help="pipeline to start (default: the demo notebook job)")
-    parser.add_argument("--param", action="append", type=parse_param, default=[],
-                        metavar="KEY=VALUE", help="pipeline parameter; VALUE is JSON or text")
+    parser.add_argument(
+        "--param",
+        action="append",
+        type=parse_param,
+        default=[],
+        metavar="KEY=VALUE",
+        help="pipeline parameter; VALUE is JSON or text",
+    )
     parser.add_argument("--wait", action="store_true", help="wait for the run to finish")
     default_service = os.environ.get("DARA_URL") or f"http://127.0.0.1:{os.environ.get('DARA_PORT') or 8000}"
     parser.add_argument("--service", default=default_service, help=f"DARA's base URL (default: {default_service})")
@@ -92,8 +98,7 @@ def main() -> int:
         run = call("GET", f"{base}/runs/{urllib.parse.quote(args.id)}?wait=30")
         steps = run.get("steps", [])
         done = sum(step["state"] != "pending" for step in steps)
-        print(f"  {run['status']}: {done}/{len(steps)} steps, {time.monotonic() - started:.0f}s",
-              file=sys.stderr)
+        print(f"  {run['status']}: {done}/{len(steps)} steps, {time.monotonic() - started:.0f}s", file=sys.stderr)
     return report(run)
 
 

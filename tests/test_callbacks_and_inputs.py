@@ -141,7 +141,9 @@ def test_a_second_callback_makes_the_notebooks_cell_raise(service: Service) -> N
     cell["dara_resolve"]({"n": 1})
     cell["dara_resolve"]({"n": 1})  # the same value again: a harmless retry
 
-    with pytest.raises(RuntimeError, match=r"DARA refused the callback \(409\): .*already resolved with another value"):
+    with pytest.raises(
+        RuntimeError, match=r"DARA refused the callback \(409\) of \d+ bytes: .*already resolved with another value"
+    ):
         cell["dara_resolve"]({"n": 2})
 
 

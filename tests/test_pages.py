@@ -26,7 +26,9 @@ def test_run_page_shows_steps_and_updates_live_while_waiting(service: Service) -
     index = service.http.get("/ui")
 
     assert waiting.status_code == 200 and 'http-equiv="refresh"' not in waiting.text
-    assert 'data-live="/ui/runs/page-run/live"' in waiting.text and 'data-action="/runs/page-run/cancel"' in waiting.text
+    assert (
+        'data-live="/ui/runs/page-run/live"' in waiting.text and 'data-action="/runs/page-run/cancel"' in waiting.text
+    )
     assert "page-run:1" in waiting.text and "waiting" in waiting.text
     assert unchanged.status_code == 204
     assert changed.status_code == 200 and changed.headers["x-dara-version"] != version[1]
@@ -49,9 +51,16 @@ def test_a_waiting_run_offers_cancel_and_repair_where_the_workspace_can_repair()
     now = datetime.now(UTC)
     waiting = RunView.model_validate(
         {
-            "id": "r1", "pipeline": "notebook_job", "status": "waiting", "started_by": "ada",
-            "incarnation": "i", "params": {}, "progress": {"done": 0, "seen": 1},
-            "started_at": now, "elapsed_seconds": 1.0, "deadline": now,
+            "id": "r1",
+            "pipeline": "notebook_job",
+            "status": "waiting",
+            "started_by": "ada",
+            "incarnation": "i",
+            "params": {},
+            "progress": {"done": 0, "seen": 1},
+            "started_at": now,
+            "elapsed_seconds": 1.0,
+            "deadline": now,
         }
     )
     done = waiting.model_copy(update={"status": "done", "finished_at": now})

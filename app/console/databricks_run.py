@@ -87,7 +87,24 @@ def _task(w: WorkspaceClient, task: jobs.RunTask) -> TaskOutcome:
 
 
 #: Life-cycle states after which a run changes no more.
-FINAL_STATES = frozenset({"SUCCESS", "FAILED", "TIMEDOUT", "CANCELED", "CANCELLED", "SKIPPED", "INTERNAL_ERROR", "TERMINATED", "EXCLUDED", "SUCCESS_WITH_FAILURES", "UPSTREAM_FAILED", "UPSTREAM_CANCELED", "MAXIMUM_CONCURRENT_RUNS_REACHED", "DISABLED"})
+FINAL_STATES = frozenset(
+    {
+        "SUCCESS",
+        "FAILED",
+        "TIMEDOUT",
+        "CANCELED",
+        "CANCELLED",
+        "SKIPPED",
+        "INTERNAL_ERROR",
+        "TERMINATED",
+        "EXCLUDED",
+        "SUCCESS_WITH_FAILURES",
+        "UPSTREAM_FAILED",
+        "UPSTREAM_CANCELED",
+        "MAXIMUM_CONCURRENT_RUNS_REACHED",
+        "DISABLED",
+    }
+)
 
 
 def is_final(details: RunDetails) -> bool:
@@ -101,7 +118,7 @@ def version(details: RunDetails) -> str:
 
 
 def render(details: RunDetails) -> str:
-    job = f'of job {details.job_id} · ' if details.job_id is not None else ""
+    job = f"of job {details.job_id} · " if details.job_id is not None else ""
     when = " · ".join(
         part
         for part in (

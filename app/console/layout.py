@@ -26,7 +26,7 @@ def page(title: str, body: str, *, scripts: tuple[str, ...] = ()) -> str:
         f'<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<link rel="icon" href="{DOCS_ASSETS}/favicon.png">'
         f'<link rel="stylesheet" href="{CONSOLE_ASSETS}/console.css">{tags}</head>'
-        f'<body><nav><b>DARA</b> {nav}</nav><main>{body}</main></body></html>'
+        f"<body><nav><b>DARA</b> {nav}</nav><main>{body}</main></body></html>"
     )
 
 

@@ -13,15 +13,15 @@ from app.durable.step import StepDependencies, StepDoubles, StepInfo
 
 __all__ = [
     "ANONYMOUS",
-    "RetryPolicy",
-    "RunMeta",
     "SERVER_ONLY",
     "Context",
     "Pipeline",
+    "RetryPolicy",
+    "RunMeta",
     "StepCall",
-    "StepError",
     "StepDependencies",
     "StepDoubles",
+    "StepError",
     "StepInfo",
     "WaitDefaults",
     "Watchers",

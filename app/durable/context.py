@@ -28,7 +28,6 @@ from app.durable.run_meta import RUN_META, RunMeta
 from app.durable.step import StepDoubles, durable_step, injected_parameters, return_type, step_dependencies
 from app.durable.telemetry import settled_record, telemetry_of
 
-
 #: Where a watchdog enforces deadlines: how long after its deadline the promise's own
 #: timeout falls, the backstop if no worker is alive to run the watchdog.
 EXPIRY_MARGIN = timedelta(minutes=1)
@@ -59,9 +58,7 @@ class WaitDefaults:
 
 
 @functools.cache
-def _durable_step(
-    step: typing.Callable[..., Any], injected: tuple[tuple[str, type], ...], name: str
-) -> Any:
+def _durable_step(step: typing.Callable[..., Any], injected: tuple[tuple[str, type], ...], name: str) -> Any:
     """One SDK-facing wrapper per step, built once: ``ctx.run`` is hot on every replay."""
     return durable_step(step, dict(injected), name)
 

@@ -38,10 +38,14 @@ class WaitTimedOut(Exception):
 
 #: What to do about a permanent Databricks failure, by error class.
 HINTS: tuple[tuple[type[BaseException], str], ...] = (
-    (dbx.Unauthenticated, "check DATABRICKS_HOST and the credentials databricks-sdk finds "
-     "(token, profile or OAuth), e.g. with `databricks auth describe`"),
-    (dbx.PermissionDenied, "grant the service principal the permission named above "
-     "(for jobs: CAN MANAGE RUN)"),
+    (
+        dbx.Unauthenticated,
+        (
+            "check DATABRICKS_HOST and the credentials databricks-sdk finds "
+            "(token, profile or OAuth), e.g. with `databricks auth describe`"
+        ),
+    ),
+    (dbx.PermissionDenied, ("grant the service principal the permission named above (for jobs: CAN MANAGE RUN)")),
     (dbx.NotFound, "check that the id or name exists in this workspace"),
     (dbx.ResourceDoesNotExist, "check that the id or name exists in this workspace"),
     (dbx.InvalidParameterValue, "fix the parameter named above"),

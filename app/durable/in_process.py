@@ -109,15 +109,15 @@ class IndexedServerState(ServerState):
 
     def __init__(self) -> None:
         super().__init__()
-        self.promises = _Promises()
-        self.p_timeouts = _Timeouts()  # type: ignore[assignment]
-        self.t_timeouts = _Timeouts()  # type: ignore[assignment]
+        self.promises: _Promises = _Promises()
+        self.p_timeouts: _Timeouts = _Timeouts()  # type: ignore[assignment]
+        self.t_timeouts: _Timeouts = _Timeouts()  # type: ignore[assignment]
         #: task id -> the promises it awaits, so fulfilling it need not scan them all.
         self.awaiting: dict[str, set[str]] = {}
 
     def promise_create(self, now: int, corr_id: Any, req: Any) -> dict[str, Any]:
         response = super().promise_create(now, corr_id, req)
-        promise = self.promises.get(response["promise"]["id"])
+        promise: Any = self.promises.get(response["promise"]["id"])  # the SDK's DurablePromise
         if (
             response["status"] == 201
             and promise.state == "pending"
@@ -235,7 +235,7 @@ class InProcessServer(LocalConnection):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.state = IndexedServerState()
+        self.state: IndexedServerState = IndexedServerState()
 
     def stored_promises(self) -> Iterator[StoredPromise]:
         """Every promise the server holds, in no particular order. Read it without an

@@ -59,7 +59,7 @@ def lakebase_credential(workspace: object, instance: str) -> Callable[[], Creden
             msg = f"Lakebase returned no credential for database instance {instance!r}"
             raise RuntimeError(msg)
         expires = credential.expiration_time
-        when = datetime.fromisoformat(expires.replace("Z", "+00:00")).timestamp() if expires else time.time() + 3600
+        when = datetime.fromisoformat(expires).timestamp() if expires else time.time() + 3600
         return credential.token, when
 
     return fetch

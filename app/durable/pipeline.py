@@ -111,8 +111,9 @@ async def _run(gen: typing.Generator[Any, Any, Any], context: Context, execution
             raise
         value, error = None, None
         if not inspect.isawaitable(yielded):
+            # A generator object has __name__; typing's Generator does not declare it.
             error = YieldError(
-                f"{gen.__name__} yielded {yielded!r}; a pipeline yields only "
+                f"{gen.__name__} yielded {yielded!r}; a pipeline yields only "  # type: ignore[attr-defined]
                 "ctx.run(...), ctx.promise(), ctx.sleep(...) or their .id()"
             )
             continue
@@ -209,9 +210,7 @@ def params_model(name: str, signature: inspect.Signature) -> type[pydantic.BaseM
         p.name: (p.annotation, ... if p.default is inspect.Parameter.empty else p.default)
         for p in signature.parameters.values()
     }
-    return pydantic.create_model(
-        f"{name}_params", __config__=pydantic.ConfigDict(extra="forbid"), **fields
-    )
+    return pydantic.create_model(f"{name}_params", __config__=pydantic.ConfigDict(extra="forbid"), **fields)
 
 
 @typing.overload

@@ -155,10 +155,8 @@ class PoolSessions:
     async def dedicated(self) -> PgConn:
         """An autocommit connection for LISTEN, with keepalives and the connect timeout."""
         given = conninfo_to_dict(self._conninfo)
-        extra = {key: value for key, value in LISTEN_KEEPALIVES.items() if key not in given}
-        conn = await self._connection_class.connect(
-            self._conninfo, **await self._login_kwargs(), **extra
-        )
+        extra: dict[str, Any] = {key: value for key, value in LISTEN_KEEPALIVES.items() if key not in given}
+        conn = await self._connection_class.connect(self._conninfo, **await self._login_kwargs(), **extra)
         self.listener_connects += 1
         self.on_listen()
         return conn  # type: ignore[return-value]
@@ -316,7 +314,7 @@ class TimerDriver:
         """One attempt; returns how long to wait before the next."""
         try:
             await self._fire()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- any failure is _failed's to report
             self._failed(exc)
         else:
             self._succeeded()
@@ -334,8 +332,10 @@ class TimerDriver:
                     "DARA_POSTGRES_DRIVE_TIMERS=false if pg_cron drives the timers)"
                 )
             logger.warning(
-                "timers: resonate.process_timeouts() failed; retrying every %g s at most until it "
-                "works%s: %s", self._max_backoff, hint, self.last_error,
+                "timers: resonate.process_timeouts() failed; retrying every %g s at most until it works%s: %s",
+                self._max_backoff,
+                hint,
+                self.last_error,
             )
         else:
             logger.debug("timers: attempt %d failed: %s", self.failures, exc)
@@ -345,7 +345,8 @@ class TimerDriver:
         if self.failures:
             logger.warning(
                 "timers: resonate.process_timeouts() works again, after %.1f s and %d failed attempts",
-                self.lag, self.failures,
+                self.lag,
+                self.failures,
             )
         self.last_success = self._clock()
         self.failures = 0
@@ -359,7 +360,8 @@ class TimerDriver:
             logger.warning(
                 "ALERT timers are behind: no successful resonate.process_timeouts() for %.0f s; "
                 "sleeps, wait deadlines and watchdogs fire late until it works again (last error: %s)",
-                self.lag, self.last_error or "none: the call has not returned",
+                self.lag,
+                self.last_error or "none: the call has not returned",
             )
 
 
@@ -381,9 +383,7 @@ class PostgresBackend(PostgresConnection):
         password: Callable[[], str] | None = None,
     ) -> None:
         self.sessions = PoolSessions(conninfo, timeout=timeout, password=password)
-        super().__init__(
-            pid=pid, group=group, sessions=self.sessions, drive_timers=False
-        )
+        super().__init__(pid=pid, group=group, sessions=self.sessions, drive_timers=False)
         self.timers = TimerDriver(self._process_timeouts, alert_after=alert_after) if drive_timers else None
         self._timer_task: asyncio.Task[None] | None = None
         self._closed = False
@@ -409,13 +409,10 @@ class PostgresBackend(PostgresConnection):
         """What is wrong with the backend, for /health: no host or path in it. Cheap."""
         try:
             await self.sessions.ping()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- any failure is the answer
             return f"the Postgres backend is unreachable: {describe(exc)}"
         if self.timers is not None and self.timers.behind:
-            return (
-                f"timers are behind: resonate.process_timeouts() has not succeeded for "
-                f"{self.timers.lag:.0f} s"
-            )
+            return f"timers are behind: resonate.process_timeouts() has not succeeded for {self.timers.lag:.0f} s"
         return None
 
     async def _process_timeouts(self) -> None:
@@ -434,13 +431,14 @@ class PostgresBackend(PostgresConnection):
         try:
             await self._fire_timers()
             messages: list[str] = []
-            async with self._sessions.session() as conn, conn.transaction():
+            # resonate-pg's PgConn protocol leaves transaction() out; its sessions are psycopg connections.
+            async with self._sessions.session() as conn, conn.transaction():  # type: ignore[attr-defined]
                 messages += await self._dequeue_executes(conn, self._anycast)
                 messages += await self._dequeue_executes(conn, self._unicast)
                 messages += await self._dequeue_unblocks(conn, self._unicast)
             for message in messages:
                 self._deliver(message)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- any failure is _failing's to report
             self._failing("pump", exc)
         else:
             self._working("pump")
@@ -453,7 +451,7 @@ class PostgresBackend(PostgresConnection):
         """
         try:
             await super()._listen_once()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- noted, not re-raised (see above)
             if self._running:
                 self.sessions.lost(exc)  # the server went away: pooled connections may be dead too
                 self._failing("listener", exc)

@@ -22,6 +22,7 @@ import re
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import errors
@@ -34,9 +35,7 @@ CONNECT_TIMEOUT = 10
 #: Advisory lock held while applying, so two concurrent applies do not interleave.
 APPLY_LOCK_KEY = 0x44415253  # "DARS"
 REPOSITORY = "https://github.com/resonatehq/resonate-pg"
-APPLY_COMMAND = (
-    'python -m app.durable.postgres_schema apply --dsn "$DARA_POSTGRES_DSN" --schema path/to/resonate.sql'
-)
+APPLY_COMMAND = 'python -m app.durable.postgres_schema apply --dsn "$DARA_POSTGRES_DSN" --schema path/to/resonate.sql'
 HOW_TO_APPLY = (
     f"apply it once with: {APPLY_COMMAND} "
     f"(resonate.sql comes from resonate-pg's repository, {REPOSITORY}, at schema version {SCHEMA_VERSION})"
@@ -174,7 +173,7 @@ def _connect(dsn: str, password: str | None = None) -> psycopg.Connection:
             "pairs); it is not shown here, as it may hold a password"
         )
         raise SchemaError(msg) from None
-    timeout = {} if "connect_timeout" in params else {"connect_timeout": CONNECT_TIMEOUT}
+    timeout: dict[str, Any] = {} if "connect_timeout" in params else {"connect_timeout": CONNECT_TIMEOUT}
     if password is not None:
         timeout["password"] = password
     try:
@@ -197,7 +196,7 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _redact(text: str, params: dict[str, str | None]) -> str:
+def _redact(text: str, params: dict[str, Any]) -> str:
     password = params.get("password")
     return text.replace(password, "***") if password else text
 

@@ -91,7 +91,11 @@ class ProtocolBackend:
         return Reply(200, {"task": _server_task(record)})
 
     async def _send(self, kind: str, data: dict[str, Any]) -> tuple[int, Any]:
-        request = {"kind": kind, "head": {"corrId": f"dara-{uuid.uuid4().hex}", "version": PROTOCOL_VERSION}, "data": data}
+        request = {
+            "kind": kind,
+            "head": {"corrId": f"dara-{uuid.uuid4().hex}", "version": PROTOCOL_VERSION},
+            "data": data,
+        }
         answer = json.loads(await self._network.send(json.dumps(request)))
         return int(answer["head"]["status"]), answer.get("data")
 

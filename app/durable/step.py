@@ -186,7 +186,11 @@ def durable_step(
         telemetry = telemetry_of(ctx)
         with telemetry.step(info.run_id, info.id, name):
             result = await call_with_retries(
-                step, arguments, _retry_policy(ctx), name=name, deadline_ms=info.deadline_ms,
+                step,
+                arguments,
+                _retry_policy(ctx),
+                name=name,
+                deadline_ms=info.deadline_ms,
                 on_retry=lambda reason: telemetry.step_retried(name, reason),
             )
         return {"step": name, "result": result}

@@ -53,7 +53,9 @@ NO_PIPELINE = answer(404, "No pipeline of that name.")
 NO_FOLDER = answer(404, "No such folder under DARA_JOBS_ROOT.")
 ID_TAKEN = answer(409, "The id names a run of another pipeline.")
 RUN_ENDED = answer(409, "The run has already ended.")
-NOT_REPAIRABLE = answer(409, "The run is not waiting on a Databricks run that failed, or the workspace cannot repair runs.")
+NOT_REPAIRABLE = answer(
+    409, "The run is not waiting on a Databricks run that failed, or the workspace cannot repair runs."
+)
 NOT_YOURS = answer(403, "Someone else started the run, and you are not one of DARA_ADMINS.")
 CALLBACK_REFUSED = (
     answer(401, "No token.")

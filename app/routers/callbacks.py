@@ -20,8 +20,8 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from app.dependencies import RuntimeDep
-from app.routers.answers import CALLBACK_REFUSED
 from app.limits import check_json_depth
+from app.routers.answers import CALLBACK_REFUSED
 from app.services import settling
 from app.services.run_status import RUN_ID_PATTERN
 from app.services.settling import Settlement

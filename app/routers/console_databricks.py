@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import HTMLResponse, Response
@@ -17,18 +17,28 @@ from app.services.run_status import EMBEDDED_RUNS_PAGES
 router = APIRouter(prefix=EMBEDDED_RUNS_PAGES, tags=["pages"], default_response_class=HTMLResponse)
 
 RunId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The Databricks run id.")]
-NO_DATABRICKS_RUN = {404: {"description": "The workspace has no such run."}}
+NO_DATABRICKS_RUN: dict[int | str, dict[str, Any]] = {404: {"description": "The workspace has no such run."}}
 
 
-@router.get("/runs/{run_id}", summary="A Databricks run: state, output and error of each task", responses=NO_DATABRICKS_RUN)
+@router.get(
+    "/runs/{run_id}", summary="A Databricks run: state, output and error of each task", responses=NO_DATABRICKS_RUN
+)
 async def databricks_run_page(run_id: RunId, runtime: RuntimeDep) -> str:
     details = await _describe(runtime, run_id)
-    live = "" if is_final(details) else f' data-live="{EMBEDDED_RUNS_PAGES}/runs/{run_id}/live" data-version="{version(details)}"'
+    live = (
+        ""
+        if is_final(details)
+        else f' data-live="{EMBEDDED_RUNS_PAGES}/runs/{run_id}/live" data-version="{version(details)}"'
+    )
     body = f'<p><a href="/ui">← runs</a></p><section id="live"{live}>{render(details)}</section>'
     return page(f"Databricks run {run_id}", body, scripts=("live",))
 
 
-@router.get("/runs/{run_id}/live", summary="A Databricks run's page content, once it changed", responses=NO_DATABRICKS_RUN | UNCHANGED)
+@router.get(
+    "/runs/{run_id}/live",
+    summary="A Databricks run's page content, once it changed",
+    responses=NO_DATABRICKS_RUN | UNCHANGED,
+)
 async def databricks_run_live(
     run_id: RunId,
     runtime: RuntimeDep,
@@ -42,7 +52,11 @@ async def databricks_run_live(
     return await changed_fragment(rendered, seen, wait)
 
 
-@router.get("/jobs/{job_id}/runs/{run_id}", summary="A Databricks run, by the workspace's URL shape", responses=NO_DATABRICKS_RUN)
+@router.get(
+    "/jobs/{job_id}/runs/{run_id}",
+    summary="A Databricks run, by the workspace's URL shape",
+    responses=NO_DATABRICKS_RUN,
+)
 async def databricks_job_run_page(job_id: RunId, run_id: RunId, runtime: RuntimeDep) -> str:
     """The path a workspace's own run link has (app.services.run_status.run_link), on DARA."""
     return await databricks_run_page(run_id, runtime)

@@ -17,7 +17,6 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.console.layout import page
@@ -34,7 +33,9 @@ def build_router(access: ApiAccess) -> APIRouter:
     async def login_page(next: Annotated[str, Query(max_length=512, pattern=NEXT_PATTERN)] = "/ui") -> str:
         return page("sign in", _form(next, ""), scripts=("login",))
 
-    @router.post("/login", summary="Sign in: a session cookie for the console", responses={401: {"description": "Wrong token."}})
+    @router.post(
+        "/login", summary="Sign in: a session cookie for the console", responses={401: {"description": "Wrong token."}}
+    )
     async def login(
         request: Request,
         token: Annotated[str, Form(max_length=4096)],

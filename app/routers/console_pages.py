@@ -17,9 +17,9 @@ from app.console.layout import page
 from app.console.live import UNCHANGED, changed_fragment
 from app.console.run_view import version
 from app.dependencies import RuntimeDep
+from app.export_progress import ExportProgress, export_progress
 from app.routers.answers import NO_RUN
 from app.routers.exports import NOT_AN_EXPORT
-from app.export_progress import ExportProgress, export_progress
 from app.services import reading
 from app.services.run_status import RUN_ID_PATTERN
 
@@ -83,12 +83,20 @@ async def workspace_page() -> str:
 @router.get("/exports/{run_id}", summary="An export's progress, live", responses=NO_RUN | NOT_AN_EXPORT)
 async def export_page(run_id: RunIdPath, runtime: RuntimeDep) -> str:
     progress, run_version = await _export(runtime, run_id)
-    live = "" if progress.status not in ACTIVE else f' data-live="/ui/exports/{escape(run_id)}/live" data-version="{run_version}"'
-    return page(f"export {run_id}", f'<section id="live"{live}>{export_fragment(progress)}</section>', scripts=("live",))
+    live = (
+        ""
+        if progress.status not in ACTIVE
+        else f' data-live="/ui/exports/{escape(run_id)}/live" data-version="{run_version}"'
+    )
+    return page(
+        f"export {run_id}", f'<section id="live"{live}>{export_fragment(progress)}</section>', scripts=("live",)
+    )
 
 
 @router.get(
-    "/exports/{run_id}/live", summary="An export's page content, once it changed", responses=NO_RUN | NOT_AN_EXPORT | UNCHANGED
+    "/exports/{run_id}/live",
+    summary="An export's page content, once it changed",
+    responses=NO_RUN | NOT_AN_EXPORT | UNCHANGED,
 )
 async def export_live(
     run_id: RunIdPath,

@@ -20,17 +20,18 @@ from app.dependencies import RuntimeDep
 from app.export_config import Problem
 from app.export_progress import EXPORT_PIPELINE, ExportProgress, export_progress
 from app.routers.answers import NO_RUN
+from app.security import CurrentUser, audit, audit_logger
 from app.services import reading, starting
 from app.services.run_status import RUN_ID_PATTERN
-from app.security import CurrentUser, audit, audit_logger
 
 router = APIRouter(prefix="/exports", tags=["exports"])
 
 CONFIG_PATH = r"^/(Workspace|Users|Shared)/([^/\x00]+/)*[^/\x00]+\.ya?ml$"
 ConfigPath = Annotated[
-    str | None, Query(max_length=1024, pattern=CONFIG_PATH, description="Workspace file; default DARA_EXPORT_CONFIG_PATH.")
+    str | None,
+    Query(max_length=1024, pattern=CONFIG_PATH, description="Workspace file; default DARA_EXPORT_CONFIG_PATH."),
 ]
-WORKSPACE_FAILED = {502: {"description": "The workspace failed to answer."}}
+WORKSPACE_FAILED: dict[int | str, dict[str, Any]] = {502: {"description": "The workspace failed to answer."}}
 NOT_AN_EXPORT: dict[int | str, dict[str, Any]] = {409: {"description": "The run is not an export."}}
 
 
@@ -90,7 +91,9 @@ async def check_config(runtime: RuntimeDep, body: ConfigCheck) -> ConfigView:
     if body.config is not None:
         checked = export_config.check(body.config)
         if checked.config is None:
-            return ConfigView(path=where, exists=False, yaml="", valid=False, problems=checked.problems, config=None, summary=None)
+            return ConfigView(
+                path=where, exists=False, yaml="", valid=False, problems=checked.problems, config=None, summary=None
+            )
         return _view(where, export_config.dump(checked.config), exists=False)
     return _view(where, body.yaml or "", exists=False)
 
@@ -115,7 +118,11 @@ async def save_config(runtime: RuntimeDep, body: ConfigSave, user: CurrentUser) 
     "",
     response_model=ExportStarted,
     status_code=status.HTTP_201_CREATED,
-    responses={404: {"description": "No config is saved there."}, 422: {"description": "The saved config is not valid, or selects nothing."}, **WORKSPACE_FAILED},
+    responses={
+        404: {"description": "No config is saved there."},
+        422: {"description": "The saved config is not valid, or selects nothing."},
+        **WORKSPACE_FAILED,
+    },
 )
 async def start_export(runtime: RuntimeDep, user: CurrentUser, body: ExportStart | None = None) -> ExportStarted:
     """Export what the saved config selects, as a durable ``export_workflows`` run."""
@@ -125,12 +132,18 @@ async def start_export(runtime: RuntimeDep, user: CurrentUser, body: ExportStart
         raise HTTPException(404, f"no export config at {where}; save one first (PUT /exports/config)")
     checked = export_config.parse(text)
     if checked.config is None:
-        raise HTTPException(422, f"the config at {where} is not valid: " + "; ".join(f"{'.'.join(map(str, p.loc))}: {p.msg}" for p in checked.problems))
+        raise HTTPException(
+            422,
+            f"the config at {where} is not valid: "
+            + "; ".join(f"{'.'.join(map(str, p.loc))}: {p.msg}" for p in checked.problems),
+        )
     summary = export_config.summary(checked.config)
     if summary["total"] == 0:
         raise HTTPException(422, f"the config at {where} selects no active job or pipeline; select some and save it")
     run_id = f"export-{uuid.uuid4().hex[:12]}"
-    run, _ = await starting.start(runtime, run_id, EXPORT_PIPELINE, checked.config.model_dump(mode="json"), started_by=user)
+    run, _ = await starting.start(
+        runtime, run_id, EXPORT_PIPELINE, checked.config.model_dump(mode="json"), started_by=user
+    )
     audit(user, "started", run.id, run.pipeline)
     return ExportStarted(run_id=run.id, page=f"/ui/exports/{run.id}", total=summary["total"])
 

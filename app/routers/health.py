@@ -8,7 +8,7 @@ timers that have not fired for DARA_TIMER_ALERT_AFTER, make it a 503 that says w
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -30,7 +30,9 @@ class Health(BaseModel):
     )
 
 
-DEGRADED = {503: {"model": Health, "description": "The backend is unreachable, or its timers are behind."}}
+DEGRADED: dict[int | str, dict[str, Any]] = {
+    503: {"model": Health, "description": "The backend is unreachable, or its timers are behind."}
+}
 
 
 def backend_kind(settings: Settings) -> Literal["in-process", "server", "postgres"]:
@@ -41,7 +43,7 @@ def backend_kind(settings: Settings) -> Literal["in-process", "server", "postgre
 async def health(runtime: RuntimeDep) -> Health | JSONResponse:
     settings = runtime.settings
     backend = backend_kind(settings)
-    workspace = "embedded" if settings.uses_embedded_workspace else "databricks"
+    workspace: Literal["embedded", "databricks"] = "embedded" if settings.uses_embedded_workspace else "databricks"
     if problem := await runtime.backend_problem():
         body = Health(status="degraded", resonate=backend, workspace=workspace, problem=problem)
         return JSONResponse(body.model_dump(), status_code=503)

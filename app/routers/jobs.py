@@ -18,10 +18,10 @@ from pydantic import BaseModel, Field
 
 from app.dependencies import RuntimeDep
 from app.routers.answers import NO_FOLDER, answer
-from app.services import starting
-from app.services.run_status import RUN_ID_PATTERN, RunView
 from app.runtime import Runtime
 from app.security import CurrentUser, audit
+from app.services import starting
+from app.services.run_status import RUN_ID_PATTERN, RunView
 from app.taskgraph import (
     TaskGraph,
     TaskGraphError,
@@ -51,8 +51,12 @@ class Deploy(BaseModel):
         description="The job's name; an existing job of that name is updated if DARA created it (409 otherwise).",
     )
     folder: str = Field(max_length=1024, description="Task-graph folder, relative to DARA_JOBS_ROOT.")
-    compute: dict[str, Any] | None = Field(default=None, description="Compute config; default: the folder's compute.yaml|json.")
-    tasks: list[dict[str, Any]] | None = Field(default=None, description="Task list; default: the folder's tasks.yaml|json.")
+    compute: dict[str, Any] | None = Field(
+        default=None, description="Compute config; default: the folder's compute.yaml|json."
+    )
+    tasks: list[dict[str, Any]] | None = Field(
+        default=None, description="Task list; default: the folder's tasks.yaml|json."
+    )
     workspace_dir: str | None = Field(
         default=None,
         max_length=1024,
@@ -109,7 +113,7 @@ async def deploy(body: Deploy, runtime: RuntimeDep, user: CurrentUser, response:
     return run
 
 
-@router.get("/preview", response_model=Preview, responses={200: {"content": {"image/svg+xml": {}}}} | NO_FOLDER)
+@router.get("/preview", response_model=Preview, responses={200: {"content": {"image/svg+xml": {}}}, **NO_FOLDER})
 async def preview_graph(
     runtime: RuntimeDep,
     folder: Annotated[str, Query(max_length=1024, description="Relative to DARA_JOBS_ROOT.")],

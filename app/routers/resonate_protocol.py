@@ -15,9 +15,9 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
 
-from app.limits import ERROR_BODY
 from app.dependencies import RuntimeDep
 from app.durable.protocol_backend import PROTOCOL_VERSION
+from app.limits import ERROR_BODY
 from app.resonate_protocol import READS, SETTLE, answer, refusal
 from app.security import ANONYMOUS, ApiAccess
 
@@ -101,7 +101,7 @@ def build_router(access: ApiAccess) -> APIRouter:
         return JSONResponse(reply, status_code=reply["head"]["status"])
 
     # Declared as the guarded routers' HTTPBearer declares it (the same scheme name).
-    security = {"security": [{"DARA_API_TOKEN": []}]} if access.token_digest is not None else {}
+    security: dict[str, Any] = {"security": [{"DARA_API_TOKEN": []}]} if access.token_digest is not None else {}
     for path in ("/", ""):  # the CLI posts to "<server>/"; a client may leave the slash off
         router.add_api_route(
             path,

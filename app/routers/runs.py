@@ -13,8 +13,8 @@ from app.routers.answers import ID_TAKEN, NO_PIPELINE, NO_RUN, NOT_REPAIRABLE, N
 from app.security import CurrentUser, audit
 from app.services import cancelling, reading, repairing, starting
 from app.services.cancelling import Cancellation
-from app.services.repairing import Repair
 from app.services.errors import RunNotFound
+from app.services.repairing import Repair
 from app.services.run_status import RUN_ID_PATTERN, RunPage, RunStatus, RunSummary, RunView
 
 router = APIRouter(tags=["runs"])
@@ -56,7 +56,7 @@ async def run_demo(
     ] = None,
 ) -> RunSummary:
     """The original example's form: start the demo notebook job as ``id`` or report on it."""
-    params = {"job": runtime.settings.demo_job_name, "params": {}, "url": url}
+    params: dict[str, Any] = {"job": runtime.settings.demo_job_name, "params": {}, "url": url}
     run, created = await starting.start(runtime, id, "notebook_job", params, started_by=user)
     if created:
         audit(user, "started", run.id, run.pipeline)
@@ -67,9 +67,7 @@ async def run_demo(
 async def get_run(
     run_id: RunIdPath,
     runtime: RuntimeDep,
-    wait: Annotated[
-        float, Query(ge=0, le=MAX_WAIT_SECONDS, description="Seconds to wait for the run to finish")
-    ] = 0,
+    wait: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS, description="Seconds to wait for the run to finish")] = 0,
 ) -> RunView:
     """A run, its steps so far and its Databricks runs. ``wait`` long-polls for the end."""
     try:

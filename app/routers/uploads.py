@@ -19,11 +19,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, HTTPException, Response, UploadFile, status
 
 from app.dependencies import RuntimeDep
-from app.routers.answers import ID_TAKEN
 from app.limits import check_json_depth
+from app.routers.answers import ID_TAKEN
+from app.security import CurrentUser, audit
 from app.services import starting
 from app.services.run_status import RUN_ID_PATTERN, RunView
-from app.security import CurrentUser, audit
 from steps.files import check_volume_path
 
 router = APIRouter(tags=["runs"])
@@ -32,7 +32,9 @@ PIPELINE = "upload_and_process"
 
 
 @router.post(
-    "/runs/upload_and_process", response_model=RunView, status_code=status.HTTP_201_CREATED,
+    "/runs/upload_and_process",
+    response_model=RunView,
+    status_code=status.HTTP_201_CREATED,
     responses=ID_TAKEN,
 )
 async def upload_and_process(
@@ -40,9 +42,7 @@ async def upload_and_process(
     user: CurrentUser,
     response: Response,
     file: Annotated[UploadFile, File(description="The file to upload to the volume.")],
-    volume_path: Annotated[
-        str, Form(description="Where it lands: /Volumes/<catalog>/<schema>/<volume>/<path>.")
-    ],
+    volume_path: Annotated[str, Form(description="Where it lands: /Volumes/<catalog>/<schema>/<volume>/<path>.")],
     job: Annotated[str, Form(description="The job (name or id) that processes it.")],
     id: Annotated[
         str | None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from databricks.sdk.errors import DatabricksError, NotFound
 from fastapi import APIRouter, HTTPException, Path, Query
@@ -28,14 +28,16 @@ from app.workspace_browser import (
 
 router = APIRouter(prefix="/workspace", tags=["workspace"])
 
-T = TypeVar("T")
 PIPELINE_ID_PATTERN = r"^[A-Za-z0-9-]{1,64}$"
 Search = Annotated[str, Query(max_length=200, description="Fuzzy search on names (an exact id matches too).")]
 Creator = Annotated[str, Query(max_length=256, description="Only items this user created.")]
 Cursor = Annotated[int, Query(ge=0, le=1_000_000, description="From a page's `next_cursor`.")]
 Limit = Annotated[int, Query(ge=1, le=100)]
-WORKSPACE_FAILED = {502: {"description": "The workspace failed to answer."}}
-NOT_FOUND = {404: {"description": "The workspace has no such item."}, **WORKSPACE_FAILED}
+WORKSPACE_FAILED: dict[int | str, dict[str, Any]] = {502: {"description": "The workspace failed to answer."}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "The workspace has no such item."},
+    **WORKSPACE_FAILED,
+}
 
 
 @router.get("/jobs", response_model=Page[JobRow], responses=WORKSPACE_FAILED)
@@ -83,7 +85,7 @@ async def pipeline(
     )
 
 
-async def _call(function: Callable[..., T], *args: Any, missing: str = "not found") -> T:
+async def _call[T](function: Callable[..., T], *args: Any, missing: str = "not found") -> T:
     """Run a blocking SDK read on a thread; the workspace's refusals as HTTP answers."""
     try:
         return await asyncio.to_thread(function, *args)

@@ -57,6 +57,6 @@ async def cancel(runtime: Runtime, run_id: str, user: str) -> Cancellation:
 async def _cancel_databricks(runtime: Runtime, run_id: int) -> DatabricksCancel:
     try:
         await asyncio.to_thread(cancel_databricks_run, runtime.workspace, run_id)
-    except Exception as exc:  # reported, not raised: the run is cancelled either way
+    except Exception as exc:  # noqa: BLE001 -- reported, not raised: the run is cancelled either way
         return DatabricksCancel(run_id=run_id, cancelled=False, error=f"{type(exc).__name__}: {exc}")
     return DatabricksCancel(run_id=run_id, cancelled=True)

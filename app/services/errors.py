@@ -116,8 +116,7 @@ class NotAWait(ServiceError):
         self.kind = kind
         if kind == "run":
             message = (
-                f"{promise_id!r} is the run itself, not a wait; a callback settles only the "
-                "wait it was issued for"
+                f"{promise_id!r} is the run itself, not a wait; a callback settles only the wait it was issued for"
             )
         else:
             message = (

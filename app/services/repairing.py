@@ -64,6 +64,6 @@ async def repair(runtime: Runtime, run_id: str, user: str) -> Repair:
 async def _repair_databricks(runtime: Runtime, run_id: int) -> DatabricksRepair:
     try:
         repair_id = await asyncio.to_thread(repair_run, runtime.workspace, run_id)
-    except Exception as exc:  # reported, not raised: the other runs may still be repaired
+    except Exception as exc:  # noqa: BLE001 -- reported, not raised: the other runs may still be repaired
         return DatabricksRepair(run_id=run_id, error=f"{type(exc).__name__}: {exc}")
     return DatabricksRepair(run_id=run_id, repair_id=repair_id)

@@ -12,13 +12,13 @@ to know; this module says what they mean to a user.
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
 from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
-from resonate.resonate import Resonate
 from resonate.error import ServerError
+from resonate.resonate import Resonate
 from resonate.timing import now_ms
 from resonate.types import PromiseRecord
 
@@ -84,9 +84,7 @@ class RunView(BaseModel):
     pipeline: str
     status: RunStatus
     started_by: str = Field(description="Who started the run; they and DARA_ADMINS may cancel it.")
-    incarnation: str = Field(
-        description="Unique to this creation of the run id; callback tokens are bound to it."
-    )
+    incarnation: str = Field(description="Unique to this creation of the run id; callback tokens are bound to it.")
     params: dict[str, Any]
     progress: Progress = Field(description="Steps and waits settled, of those started so far.")
     started_at: datetime

@@ -47,9 +47,7 @@ async def find_wait(runtime: Runtime, promise_id: str) -> PromiseRecord:
     return record
 
 
-async def settle(
-    runtime: Runtime, promise_id: str, token: str | None, outcome: Outcome, payload: Any
-) -> Settlement:
+async def settle(runtime: Runtime, promise_id: str, token: str | None, outcome: Outcome, payload: Any) -> Settlement:
     """Settle the wait ``promise_id`` with ``payload`` (a value, or a rejection's message)
     if ``token`` was issued for it. Raises MissingToken, TokenRefused, RunNotFound,
     NotAWait, PromiseNotFound or AlreadySettled."""
@@ -62,9 +60,7 @@ async def settle(
     bind_run(run_id)  # this request's log lines are about that run
     root = await get_promise(runtime.resonate, run_id)
     if root is None or not is_run(root):
-        raise RunNotFound(
-            run_id, ": it was never started, or the in-process server that held it was restarted"
-        )
+        raise RunNotFound(run_id, ": it was never started, or the in-process server that held it was restarted")
     if run_meta(root).incarnation != issued_to:
         raise TokenRefused(promise_id, run_id, "earlier_run")
     if resonate_format.is_root_id(promise_id):
@@ -89,6 +85,7 @@ async def settle(
 
 def _repeat(record: PromiseRecord, outcome: str, stored: Any) -> Settlement:
     """A callback for a wait already settled: a repeat of what was recorded, or refused."""
+    assert record.state != "pending"  # the callers pass a settled record
     if record.state == outcome and record.value.data == stored:
         return Settlement(id=record.id, state=record.state, already_settled=True)
     raise AlreadySettled(record.id, record.state, same_outcome=record.state == outcome)

@@ -179,7 +179,7 @@ def _parameters(value: Any) -> Any:
                     f"parameter name {key!r} is not text; quote it (YAML reads unquoted "
                     "yes/no/on/off/true/false as booleans and digits as numbers)"
                 )
-                raise ValueError(msg)
+                raise ValueError(msg)  # noqa: TRY004 -- pydantic reports only a ValueError as a validation error
             if _as_text(item) is item and not isinstance(item, str):
                 msg = f"parameter {key!r} must be text, a number or a boolean, not {_kind(item)}"
                 raise ValueError(msg)
@@ -190,10 +190,7 @@ def _parameters(value: Any) -> Any:
                 msg = f"parameters must be text, numbers or booleans, not {_kind(item)}"
                 raise ValueError(msg)
         return [_as_text(item) for item in value]
-    msg = (
-        "parameters must be a mapping (name: value) or, for a python task, a list; "
-        f"got {_kind(value)}"
-    )
+    msg = f"parameters must be a mapping (name: value) or, for a python task, a list; got {_kind(value)}"
     raise ValueError(msg)
 
 
@@ -220,9 +217,7 @@ class TaskSpec(_Strict):
     depends_on: tuple[str, ...] = ()
     #: Notebook widgets / SQL parameters (a mapping), or a Python file's argv (a list,
     #: or a mapping turned into ``--key value`` pairs).
-    parameters: Annotated[dict[str, str] | list[str], BeforeValidator(_parameters)] = Field(
-        default_factory=dict
-    )
+    parameters: Annotated[dict[str, str] | list[str], BeforeValidator(_parameters)] = Field(default_factory=dict)
     retries: int = Field(default=0, ge=0, le=100)
     #: Seconds, or a duration such as "10m"; 0 means none.
     timeout: Annotated[int, BeforeValidator(_seconds), Field(ge=0)] = 0
@@ -235,10 +230,7 @@ class TaskSpec(_Strict):
             suffix = PurePosixPath(str(data["file"])).suffix.casefold()
             inferred = {".sql": "sql", ".py": "notebook", ".ipynb": "notebook"}.get(suffix)
             if inferred is None:
-                msg = (
-                    f"cannot tell the format of {data['file']!r}; "
-                    "set format: notebook, python or sql"
-                )
+                msg = f"cannot tell the format of {data['file']!r}; set format: notebook, python or sql"
                 raise ValueError(msg)
             data = {**data, "format": inferred}
         return data
@@ -260,10 +252,7 @@ class TaskSpec(_Strict):
     @model_validator(mode="after")
     def _parameters_fit_format(self) -> TaskSpec:
         if isinstance(self.parameters, list) and self.format != "python":
-            msg = (
-                f"parameters of a {self.format} task are named: give a mapping "
-                "(name: value), not a list"
-            )
+            msg = f"parameters of a {self.format} task are named: give a mapping (name: value), not a list"
             raise ValueError(msg)
         return self
 
@@ -340,9 +329,7 @@ class TaskGraph:
         return cls.from_data(compute_data, tasks_data, folder)
 
     @classmethod
-    def from_files(
-        cls, compute: str | Path, tasks: str | Path, folder: str | Path | None = None
-    ) -> TaskGraph:
+    def from_files(cls, compute: str | Path, tasks: str | Path, folder: str | Path | None = None) -> TaskGraph:
         """From a compute file and a task file; task files are relative to ``folder``
         (default: the task list's directory)."""
         compute, tasks = Path(compute), Path(tasks)
@@ -383,9 +370,7 @@ class TaskGraph:
 def parse_compute(data: Any, *, source: str = "compute") -> dict[str, Any]:
     """The compute mapping (name -> entry) from parsed JSON/YAML."""
     if not isinstance(data, Mapping):
-        raise TaskGraphError(
-            [f"{source}: expected a mapping of compute names to entries, got {_kind(data)}"]
-        )
+        raise TaskGraphError([f"{source}: expected a mapping of compute names to entries, got {_kind(data)}"])
     try:
         return _COMPUTE.validate_python(data)
     except ValidationError as error:
@@ -412,9 +397,7 @@ def read_document(text: str, *, fmt: DocumentFormat | None = None, source: str) 
         try:
             return json.loads(text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as error:
-            problem = (
-                f"{source}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
-            )
+            problem = f"{source}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
             raise TaskGraphError([problem]) from None
         except _DuplicateKeyError as error:
             raise TaskGraphError([f"{source}: {error}"]) from None
@@ -477,9 +460,7 @@ def _conventional(folder: Path, names: tuple[str, ...], problems: list[str]) -> 
     if not found:
         problems.append(f"{folder}: no {' / '.join(names)} found; add one or pass its path")
     else:
-        problems.append(
-            f"{folder}: both {' and '.join(p.name for p in found)} exist; keep one of them"
-        )
+        problems.append(f"{folder}: both {' and '.join(p.name for p in found)} exist; keep one of them")
     return None
 
 

@@ -105,14 +105,18 @@ def render_svg(graph: TaskGraph) -> str:
             position[name] = (x, top + row * (_BOX_HEIGHT + _GAP_Y))
 
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height:.0f}" '
-        f'viewBox="0 0 {width} {height:.0f}" font-family="sans-serif" font-size="12">',
+        (
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height:.0f}" '
+            f'viewBox="0 0 {width} {height:.0f}" font-family="sans-serif" font-size="12">'
+        ),
         "<title>task graph</title>",
-        "<defs>"
-        '<marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" '
-        'markerHeight="8" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" '
-        'fill="#555"/></marker>'
-        "</defs>",
+        (
+            "<defs>"
+            '<marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" '
+            'markerHeight="8" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" '
+            'fill="#555"/></marker>'
+            "</defs>"
+        ),
     ]
     for name, dependencies in edges.items():
         x2, y2 = position[name]

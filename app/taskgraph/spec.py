@@ -51,9 +51,7 @@ def job_settings(
     tasks = [_task(task, graph, paths[task.file]) for task in graph.tasks]
     used = {task.compute for task in graph.tasks}
     clusters = [
-        jobs.JobCluster(
-            job_cluster_key=key, new_cluster=compute.ClusterSpec.from_dict(entry.cluster_spec())
-        )
+        jobs.JobCluster(job_cluster_key=key, new_cluster=compute.ClusterSpec.from_dict(entry.cluster_spec()))
         for key, entry in sorted(graph.compute.items())
         if key in used and isinstance(entry, NewCluster)
     ]
@@ -81,8 +79,7 @@ def _task(spec: TaskSpec, graph: TaskGraph, path: str) -> jobs.Task:
     task = jobs.Task(
         task_key=spec.name,
         description=spec.description,
-        depends_on=[jobs.TaskDependency(task_key=key) for key in sorted(set(spec.depends_on))]
-        or None,
+        depends_on=[jobs.TaskDependency(task_key=key) for key in sorted(set(spec.depends_on))] or None,
         max_retries=spec.retries or None,
         timeout_seconds=spec.timeout or None,
     )
@@ -99,9 +96,7 @@ def _task(spec: TaskSpec, graph: TaskGraph, path: str) -> jobs.Task:
     if spec.format == "notebook":
         task.notebook_task = jobs.NotebookTask(notebook_path=path, base_parameters=named or None)
     elif spec.format == "python":
-        task.spark_python_task = jobs.SparkPythonTask(
-            python_file=path, parameters=spec.argv() or None
-        )
+        task.spark_python_task = jobs.SparkPythonTask(python_file=path, parameters=spec.argv() or None)
     else:
         assert isinstance(entry, Warehouse), f"SQL task {spec.name!r} needs a warehouse"
         task.sql_task = jobs.SqlTask(

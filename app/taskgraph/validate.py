@@ -90,13 +90,17 @@ def _compute_problems(graph: TaskGraph, task: str, compute: str, fmt: str) -> li
         return [f"task {task!r} uses unknown compute {compute!r}{_suggest(compute, graph.compute)}"]
     if fmt == "sql" and entry.kind != "warehouse":
         return [
-            f"task {task!r} is a SQL file but compute {compute!r} is {_KINDS[entry.kind]}; "
-            "SQL tasks run on a SQL warehouse (an entry with warehouse_id)"
+            (
+                f"task {task!r} is a SQL file but compute {compute!r} is {_KINDS[entry.kind]}; "
+                "SQL tasks run on a SQL warehouse (an entry with warehouse_id)"
+            )
         ]
     if fmt != "sql" and entry.kind == "warehouse":
         return [
-            f"task {task!r} is a {fmt} task but compute {compute!r} is a SQL warehouse; "
-            "use a cluster or serverless compute entry"
+            (
+                f"task {task!r} is a {fmt} task but compute {compute!r} is a SQL warehouse; "
+                "use a cluster or serverless compute entry"
+            )
         ]
     return []
 
@@ -112,13 +116,17 @@ def _file_problems(folder: Path, task: str, file: str, fmt: str) -> list[str]:
     first_line = _first_line(path)
     if fmt == "notebook" and first_line != NOTEBOOK_HEADER:
         return [
-            f"task {task!r}: {file!r} is not a notebook in source format (its first line must be "
-            f"{NOTEBOOK_HEADER!r}); add that line, or set format: python for a plain Python file"
+            (
+                f"task {task!r}: {file!r} is not a notebook in source format (its first line must be "
+                f"{NOTEBOOK_HEADER!r}); add that line, or set format: python for a plain Python file"
+            )
         ]
     if fmt == "python" and first_line == NOTEBOOK_HEADER:
         return [
-            f"task {task!r}: {file!r} is a notebook ({NOTEBOOK_HEADER!r}) but its format is "
-            "python; set format: notebook"
+            (
+                f"task {task!r}: {file!r} is a notebook ({NOTEBOOK_HEADER!r}) but its format is "
+                "python; set format: notebook"
+            )
         ]
     return []
 
@@ -140,8 +148,7 @@ def _dependency_problems(graph: TaskGraph) -> list[str]:
             seen.add(dependency)
             if dependency not in known:
                 problems.append(
-                    f"task {task.name!r} depends on unknown task {dependency!r}"
-                    f"{_suggest(dependency, names)}"
+                    f"task {task.name!r} depends on unknown task {dependency!r}{_suggest(dependency, names)}"
                 )
     edges = dependency_edges(graph)
     cycles = find_cycles(names, edges)
@@ -152,9 +159,7 @@ def _dependency_problems(graph: TaskGraph) -> list[str]:
     ]
     in_cycle = {name for cycle in cycles for name in cycle}
     for name, blocker in _blocked_by_cycles(names, edges, in_cycle).items():
-        problems.append(
-            f"task {name!r} can never run: it waits on {blocker!r}, which is part of a cycle"
-        )
+        problems.append(f"task {name!r} can never run: it waits on {blocker!r}, which is part of a cycle")
     return problems
 
 
@@ -163,10 +168,7 @@ def dependency_edges(graph: TaskGraph) -> dict[str, list[str]]:
     first: dict[str, TaskSpec] = {}
     for task in graph.tasks:
         first.setdefault(task.name, task)
-    return {
-        name: [d for d in dict.fromkeys(task.depends_on) if d in first]
-        for name, task in first.items()
-    }
+    return {name: [d for d in dict.fromkeys(task.depends_on) if d in first] for name, task in first.items()}
 
 
 def find_cycles(names: Sequence[str], edges: dict[str, list[str]]) -> list[list[str]]:
@@ -186,9 +188,7 @@ def find_cycles(names: Sequence[str], edges: dict[str, list[str]]) -> list[list[
     return sorted(cycles, key=lambda cycle: order[cycle[0]])
 
 
-def _cycle_through(
-    start: str, members: set[str], edges: dict[str, list[str]], order: dict[str, int]
-) -> list[str]:
+def _cycle_through(start: str, members: set[str], edges: dict[str, list[str]], order: dict[str, int]) -> list[str]:
     """A shortest waiting chain from ``start`` back to itself, printed in execution order."""
     # Breadth-first over "waits for" edges inside the knot; the path found runs against
     # execution order, so it is reversed for printing.
@@ -257,9 +257,7 @@ def _strongly_connected(names: list[str], edges: dict[str, list[str]]) -> list[l
     return components
 
 
-def _blocked_by_cycles(
-    names: Sequence[str], edges: dict[str, list[str]], in_cycle: set[str]
-) -> dict[str, str]:
+def _blocked_by_cycles(names: Sequence[str], edges: dict[str, list[str]], in_cycle: set[str]) -> dict[str, str]:
     """Tasks outside every cycle that still wait, directly or not, on a task inside one."""
     blocked: dict[str, str] = {}
     for name in dict.fromkeys(names):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.config import Config
@@ -20,11 +20,9 @@ def workspace_client(settings: Settings, embedded: EmbeddedWorkspace | None) -> 
     credentials itself (token, OAuth, Azure CLI, ...). Otherwise the client points at
     the embedded workspace.
     """
-    retry = {"retry_timeout_seconds": settings.databricks_retry_timeout}
+    retry: dict[str, Any] = {"retry_timeout_seconds": settings.databricks_retry_timeout}
     if embedded is not None:
         from app.workspace.embedded import LOCAL_TOKEN
 
         return WorkspaceClient(config=Config(host=embedded.host, token=LOCAL_TOKEN, auth_type="pat", **retry))
-    return WorkspaceClient(
-        config=Config(host=settings.databricks_host, profile=settings.databricks_profile, **retry)
-    )
+    return WorkspaceClient(config=Config(host=settings.databricks_host, profile=settings.databricks_profile, **retry))

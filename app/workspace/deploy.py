@@ -52,9 +52,7 @@ def import_notebooks(w: WorkspaceClient, folder: str, source: Path = NOTEBOOKS) 
 def demo_job_settings(name: str, notebook_path: str, cluster: ClusterSpec | None) -> jobs.JobSettings:
     task = jobs.Task(
         task_key="main",
-        notebook_task=jobs.NotebookTask(
-            notebook_path=notebook_path, base_parameters=dict(DEMO_PARAMETERS)
-        ),
+        notebook_task=jobs.NotebookTask(notebook_path=notebook_path, base_parameters=dict(DEMO_PARAMETERS)),
         timeout_seconds=3600,
     )
     settings = jobs.JobSettings(name=name, max_concurrent_runs=10, tasks=[task])
@@ -62,9 +60,7 @@ def demo_job_settings(name: str, notebook_path: str, cluster: ClusterSpec | None
         task.environment_key = "default"
         task.disable_auto_optimization = True
         settings.environments = [
-            jobs.JobEnvironment(
-                environment_key="default", spec=compute.Environment(environment_version="1")
-            )
+            jobs.JobEnvironment(environment_key="default", spec=compute.Environment(environment_version="1"))
         ]
     else:
         task.job_cluster_key = "dara"
@@ -81,9 +77,7 @@ def demo_job_settings(name: str, notebook_path: str, cluster: ClusterSpec | None
     return settings
 
 
-def deploy_demo(
-    w: WorkspaceClient, folder: str, job_name: str, cluster: ClusterSpec | None = None
-) -> int:
+def deploy_demo(w: WorkspaceClient, folder: str, job_name: str, cluster: ClusterSpec | None = None) -> int:
     """Import the notebooks and create or update the demo job; returns its id."""
     paths = import_notebooks(w, folder)
     # adopt: the name is DARA_DEMO_JOB_NAME, the operator's own setting, and a demo job

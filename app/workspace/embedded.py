@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 from brickhouse.api.catalog import ApiResponse
@@ -35,11 +35,11 @@ from brickhouse.workspace.context import WorkspaceContext
 from brickhouse.workspace.lifecycle import initialize_workspace
 
 from app.workspace.embedded_cancel import serve_cancel
+from app.workspace.embedded_exit_value import serve_exit_values
 from app.workspace.embedded_files import serve_any_files
 from app.workspace.embedded_listings import serve_listings
-from app.workspace.embedded_secrets import serve_secrets
-from app.workspace.embedded_exit_value import serve_exit_values
 from app.workspace.embedded_run_output import serve_run_output, use_exception_reporting_worker
+from app.workspace.embedded_secrets import serve_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class EmbeddedWorkspace:
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
-    def start(self) -> EmbeddedWorkspace:
+    def start(self) -> Self:
         if not (self.directory / "brickhouse.toml").exists():
             self.directory.parent.mkdir(parents=True, exist_ok=True)
             initialize_workspace(self.directory)
@@ -100,7 +100,7 @@ class EmbeddedWorkspace:
             self._context.close()
             self._context = None
 
-    def __enter__(self) -> EmbeddedWorkspace:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -123,9 +123,7 @@ def _complete_jobs_api(jobs_api: Any) -> None:
 
     def list_jobs(query: dict[str, list[str]]) -> ApiResponse:
         wanted = query.get("name", [None])[0]
-        api_ids = sorted(
-            {registry.resolve_resource_id(job.job_id) or job.job_id for job in repository.list_jobs()}
-        )
+        api_ids = sorted({registry.resolve_resource_id(job.job_id) or job.job_id for job in repository.list_jobs()})
         found = []
         for job_id in api_ids:
             job = get(f"/api/2.2/jobs/get?job_id={job_id}")
@@ -178,9 +176,7 @@ def _complete_jobs_api(jobs_api: Any) -> None:
         "/api/2.2/jobs/get": get_job,
     }
 
-    def dispatch_with_listing(
-        method: str, target: str, body: dict[str, object] | None = None
-    ) -> ApiResponse | None:
+    def dispatch_with_listing(method: str, target: str, body: dict[str, object] | None = None) -> ApiResponse | None:
         parsed = urlsplit(target)
         route = routes.get(parsed.path)
         if method == "GET" and route is not None:

@@ -94,7 +94,11 @@ def _show_cancelled(run: dict[str, Any], cancelled: set[int]) -> None:
     """Say in a runs/get answer that a run cancelled here was cancelled, and how."""
     state = run.get("state") or {}
     if state.get("life_cycle_state") == "INTERNAL_ERROR" and state.get("state_message") == CANCELLED_WHILE_QUEUED:
-        run["state"] = {"life_cycle_state": "TERMINATED", "result_state": "CANCELED", "state_message": CANCELLED_MESSAGE}
+        run["state"] = {
+            "life_cycle_state": "TERMINATED",
+            "result_state": "CANCELED",
+            "state_message": CANCELLED_MESSAGE,
+        }
         for task in run.get("tasks") or []:
             task["state"] = {"life_cycle_state": "TERMINATED", "result_state": "CANCELED", "state_message": "cancelled"}
     elif run.get("run_id") in cancelled and state.get("result_state") == "CANCELED":

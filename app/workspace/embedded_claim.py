@@ -66,5 +66,5 @@ class EmbeddedClaim:
     async def release(self) -> None:
         try:
             await self._connection.close()  # type: ignore[attr-defined]
-        except Exception:  # noqa: BLE001 -- the lock goes with the connection either way
+        except Exception:  # the lock goes with the connection either way
             logger.debug("closing the embedded-workspace claim failed", exc_info=True)

@@ -31,9 +31,14 @@ def serve_exit_values(jobs_api: Any) -> None:
 
     def dispatch_with_exit_value(method: str, target: str, body: dict[str, object] | None = None) -> ApiResponse | None:
         response = dispatch(method, target, body)
-        if method == "GET" and urlsplit(target).path == RUNS_GET_OUTPUT and response is not None:
-            if response.status == 200 and isinstance(response.payload, dict):
-                with_exit_value(response.payload)
+        if (
+            method == "GET"
+            and urlsplit(target).path == RUNS_GET_OUTPUT
+            and response is not None
+            and response.status == 200
+            and isinstance(response.payload, dict)
+        ):
+            with_exit_value(response.payload)
         return response
 
     jobs_api.dispatch = dispatch_with_exit_value

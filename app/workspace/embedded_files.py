@@ -54,10 +54,12 @@ class FileStore:
 def serve_any_files(server: Any, directory: Path) -> None:
     """Wrap ``server``'s request handler with the routes above, for non-native files."""
     store = FileStore(directory / "dara-files")
-    base = server.RequestHandlerClass
+    base: Any = server.RequestHandlerClass  # a handler class brickhouse picks
 
     class AnyFileHandler(base):  # type: ignore[misc,valid-type]
-        def do_GET(self) -> None:  # noqa: N802 -- BaseHTTPRequestHandler's name
+        rfile: Any  # the request body; do_POST replaces it once read
+
+        def do_GET(self) -> None:  # BaseHTTPRequestHandler's name
             parsed = urlsplit(self.path)
             query = parse_qs(parsed.query)
             wanted = query.get("path", [""])[0]
@@ -66,7 +68,7 @@ def serve_any_files(server: Any, directory: Path) -> None:
                 return
             super().do_GET()
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             parsed = urlsplit(self.path)
             if parsed.path not in (IMPORT, DELETE) or "json" not in (self.headers.get("Content-Type") or ""):
                 super().do_POST()
@@ -101,7 +103,9 @@ def _import(store: FileStore, body: dict[str, Any]) -> ApiResponse:
     if len(content) > MAX_FILE_BYTES:
         return _error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "the file is too large")
     if target.exists() and str(body.get("overwrite", False)).lower() != "true":
-        return ApiResponse(HTTPStatus.CONFLICT, {"error_code": "RESOURCE_ALREADY_EXISTS", "message": f"{path} already exists"})
+        return ApiResponse(
+            HTTPStatus.CONFLICT, {"error_code": "RESOURCE_ALREADY_EXISTS", "message": f"{path} already exists"}
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(target.name + ".tmp")
     temporary.write_bytes(content)

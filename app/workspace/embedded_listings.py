@@ -57,8 +57,9 @@ def serve_listings(jobs_api: Any, directory: Path) -> None:
         settings = (body or {}).get("new_settings")
         kept, rest = triggers.split(settings if isinstance(settings, dict) else {})
         response = dispatch("POST", "/api/2.2/jobs/reset", {**(body or {}), "new_settings": rest})
-        if response is not None and response.status == 200 and isinstance((body or {}).get("job_id"), int):
-            triggers.put(body["job_id"], kept)  # type: ignore[index]
+        job_id = (body or {}).get("job_id")
+        if response is not None and response.status == 200 and isinstance(job_id, int):
+            triggers.put(job_id, kept)
         return response
 
     def get_job(target: str) -> ApiResponse | None:
@@ -78,16 +79,22 @@ def serve_listings(jobs_api: Any, directory: Path) -> None:
         page, start = _page(jobs, query, limit)
         if not _flag(query, "expand_tasks"):
             page = [{**job, "settings": {k: v for k, v in job["settings"].items() if k != "tasks"}} for job in page]
-        return ApiResponse(200, _with_next({"jobs": page, "has_more": start + limit < len(jobs)}, start + limit, len(jobs)))
+        return ApiResponse(
+            200, _with_next({"jobs": page, "has_more": start + limit < len(jobs)}, start + limit, len(jobs))
+        )
 
     def paged_runs(query: dict[str, list[str]]) -> ApiResponse:
         inner = dispatch("GET", "/api/2.2/jobs/runs/list?job_id=" + query.get("job_id", [""])[0])
         if inner is None or inner.status != 200:
             return inner or _error(404, "RESOURCE_DOES_NOT_EXIST", "Jobs API route not found")
-        runs = sorted(inner.payload.get("runs", []), key=lambda run: (run.get("start_time") or 0, run["run_id"]), reverse=True)
+        runs = sorted(
+            inner.payload.get("runs", []), key=lambda run: (run.get("start_time") or 0, run["run_id"]), reverse=True
+        )
         limit = _int(query, "limit", 25, 1, 25)
         page, start = _page(runs, query, limit)
-        return ApiResponse(200, _with_next({"runs": page, "has_more": start + limit < len(runs)}, start + limit, len(runs)))
+        return ApiResponse(
+            200, _with_next({"runs": page, "has_more": start + limit < len(runs)}, start + limit, len(runs))
+        )
 
     def dispatch_listings(method: str, target: str, body: dict[str, object] | None = None) -> ApiResponse | None:
         parsed = urlsplit(target)
@@ -151,7 +158,9 @@ class PipelineStore:
         self.path = path
         self._lock = threading.Lock()
 
-    def dispatch(self, method: str, rest: str, query: dict[str, list[str]], body: dict[str, object] | None) -> ApiResponse:
+    def dispatch(
+        self, method: str, rest: str, query: dict[str, list[str]], body: dict[str, object] | None
+    ) -> ApiResponse:
         if rest == "":
             if method == "GET":
                 return self._list(query)
@@ -169,7 +178,12 @@ class PipelineStore:
                 return ApiResponse(200, _details(record))
             if method == "PUT":
                 spec = _spec(body or {})
-                records[rest] = {**record, "spec": {**spec, "id": rest}, "name": spec["name"], "last_modified": _now_ms()}
+                records[rest] = {
+                    **record,
+                    "spec": {**spec, "id": rest},
+                    "name": spec["name"],
+                    "last_modified": _now_ms(),
+                }
                 self._write(records)
                 return ApiResponse(200, {})
             if method == "DELETE":
@@ -231,7 +245,11 @@ def _spec(body: dict[str, object]) -> dict[str, Any]:
     name = body.get("name")
     if not isinstance(name, str) or not name.strip():
         raise _BadRequest("a pipeline needs a name")
-    keep = {k: v for k, v in body.items() if k not in ("id", "allow_duplicate_names", "dry_run", "pipeline_id", "expected_last_modified")}
+    keep = {
+        k: v
+        for k, v in body.items()
+        if k not in ("id", "allow_duplicate_names", "dry_run", "pipeline_id", "expected_last_modified")
+    }
     return {**keep, "name": name.strip()}
 
 

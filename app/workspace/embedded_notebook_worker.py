@@ -27,9 +27,9 @@ from pathlib import Path
 if __name__ == "__main__" and sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     del sys.path[0]
 
-import json  # noqa: E402 -- after the path fix above
+import json  # after the path fix above
 
-from brickhouse.runtime import notebook_worker  # noqa: E402
+from brickhouse.runtime import notebook_worker
 
 #: Starts the block: ``MARKER <value lines> <trace lines> <exception type>``, then those lines.
 MARKER = "<<<dara-notebook-exception>>>"
@@ -57,11 +57,9 @@ def report_exception(artifact: Path) -> None:
         return
     name = _line(error.get("ename"))[:MAX_TYPE_CHARS] or "Exception"
     value = [_line(line) for line in _text(error.get("evalue")).splitlines()[:MAX_VALUE_LINES]]
-    trace = [
-        _line(line)
-        for entry in error.get("traceback") or []
-        for line in _text(entry).splitlines()
-    ][-MAX_TRACE_LINES:]
+    trace = [_line(line) for entry in error.get("traceback") or [] for line in _text(entry).splitlines()][
+        -MAX_TRACE_LINES:
+    ]
     block = [f"{MARKER} {len(value)} {len(trace)} {name}", *value, *trace]
     sys.stderr.write("\n" + "\n".join(block) + "\n")
     sys.stderr.flush()

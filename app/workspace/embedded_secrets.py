@@ -24,6 +24,7 @@ import base64
 import binascii
 import re
 import threading
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -47,14 +48,18 @@ def serve_secrets(jobs_api: Any, provider: SecretProvider) -> None:
             return dispatch(method, target, body)
         route = (method, parsed.path.removeprefix(PREFIX))
         query = {key: values[0] for key, values in parse_qs(parsed.query).items()}
-        handler = {
+        handler: Callable[[Any], ApiResponse] | None = {
             ("POST", "scopes/create"): store.create_scope,
             ("GET", "scopes/list"): store.list_scopes,
             ("POST", "put"): store.put,
             ("GET", "list"): store.list_keys,
         }.get(route)
         if handler is None:
-            return _error(HTTPStatus.NOT_IMPLEMENTED, "NOT_IMPLEMENTED", f"{method} {parsed.path} is not served by the embedded workspace")
+            return _error(
+                HTTPStatus.NOT_IMPLEMENTED,
+                "NOT_IMPLEMENTED",
+                f"{method} {parsed.path} is not served by the embedded workspace",
+            )
         try:
             return handler(body if method == "POST" else query)
         except (SecretProviderError, ValueError) as exc:
