@@ -68,7 +68,7 @@ from app.durable.step import StepInfo
 from app.exit_values import read_exit_values
 from app.services.run_status import links_host, run_link
 from app.settings import Settings
-from steps.jobs import REPAIRABLE_RESULTS, JobRun, cancel_run
+from steps.jobs import REPAIRABLE_RESULTS, JobRun, cancel_run, run_state
 from steps.run_errors import failed_task_errors
 
 logger = logging.getLogger(__name__)
@@ -217,7 +217,7 @@ async def _final_state(w: WorkspaceClient, active: ActiveRuns, run: JobRun, *, t
     if details.state is None or details.state.life_cycle_state not in _ENDED:
         active.saw_active(run.run_id)
         return None
-    return _outcome(details.state)
+    return run_state(details.state)
 
 
 def _seconds_left(info: StepInfo) -> float:
@@ -330,21 +330,13 @@ def run_report(run: jobs.Run) -> dict[str, Any]:
     tasks = [
         {
             "task": task.task_key,
-            "result": _outcome(task.state),
+            "result": run_state(task.state),
             "message": (task.state.state_message if task.state else None) or "",
             "run_id": task.run_id,
         }
         for task in run.tasks or []
     ]
-    return {"run_id": run.run_id, "result": _outcome(run.state), "tasks": tasks}
-
-
-def _outcome(state: jobs.RunState | None) -> str:
-    if state is None:
-        return "UNKNOWN"
-    if state.result_state is not None:
-        return state.result_state.value
-    return state.life_cycle_state.value if state.life_cycle_state else "UNKNOWN"
+    return {"run_id": run.run_id, "result": run_state(run.state), "tasks": tasks}
 
 
 def watch_run(

@@ -21,6 +21,7 @@ from databricks.sdk.service import jobs, pipelines
 from pydantic import BaseModel, Field
 from rapidfuzz import fuzz, utils
 
+from steps.jobs import run_state
 from steps.workspace_items import library_paths, pipeline_library_path, task_target
 
 #: Most items a search reads from the workspace's listing.
@@ -248,15 +249,6 @@ def _task(task: jobs.Task) -> TaskInfo:
 
 def _newest(run: jobs.BaseRun) -> tuple[int, int]:
     return -(run.start_time or 0), -(run.run_id or 0)
-
-
-def run_state(state: jobs.RunState | None) -> str:
-    """SUCCESS, FAILED, ... once a run ended; RUNNING, PENDING, ... before."""
-    if state is None:
-        return "UNKNOWN"
-    if state.result_state is not None:
-        return state.result_state.value
-    return state.life_cycle_state.value if state.life_cycle_state else "UNKNOWN"
 
 
 def _run(run: jobs.BaseRun) -> RunInfo:

@@ -269,3 +269,12 @@ def repair_run(w: WorkspaceClient, run_id: int) -> int:
 def _latest_repair_id(run: jobs.Run) -> int | None:
     ids = [item.id for item in run.repair_history or [] if item.type == jobs.RepairHistoryItemType.REPAIR and item.id]
     return ids[-1] if ids else None
+
+
+def run_state(state: jobs.RunState | None) -> str:
+    """How a run (or task) stands: SUCCESS, FAILED, ... once it ended; RUNNING, PENDING, ... before."""
+    if state is None:
+        return "UNKNOWN"
+    if state.result_state is not None:
+        return state.result_state.value
+    return state.life_cycle_state.value if state.life_cycle_state else "UNKNOWN"

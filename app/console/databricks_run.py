@@ -17,7 +17,7 @@ from databricks.sdk.errors import DatabricksError, NotFound
 from databricks.sdk.service import jobs
 
 from app.console.layout import badge
-from app.workspace_browser import run_state
+from steps.jobs import run_state
 
 #: Longest notebook output or error trace shown; the rest is in the workspace.
 MAX_TEXT = 20_000
