@@ -10,6 +10,7 @@ from tests.browser import browser  # noqa: F401
 from tests.databricks_double import databricks_double  # noqa: F401
 from tests.harness import Service, make_settings, running_service
 from tests.postgres import postgres_dsn, postgres_server  # noqa: F401
+from tests.test_postgres_lakebase import lakebase  # noqa: F401
 
 
 @pytest.fixture(scope="module")

@@ -25,11 +25,11 @@ from app.settings import PROJECT_ROOT
 from tests.databricks_double import DatabricksDouble
 from tests.harness import make_settings, running_service, sign
 from tests.postgres import EmbeddedPostgres
-from tests.test_postgres_lakebase import ROLE, lakebase  # noqa: F401 -- lakebase: the role's fixture
+from tests.test_postgres_lakebase import ROLE
 
 
 def test_the_service_keeps_its_runs_in_the_database_the_resource_names(
-    lakebase: str,  # the fixture imported above
+    lakebase: str,  # tests.test_postgres_lakebase's fixture, shared through conftest
     postgres_server: EmbeddedPostgres,
     databricks_double: DatabricksDouble,
     tmp_path: Path,

@@ -51,7 +51,12 @@ def lakebase(postgres_server: EmbeddedPostgres, postgres_dsn: str) -> Iterator[s
     original = hba.read_text()
     hba.write_text(f"local all {ROLE} scram-sha-256\n{original}")
     with psycopg.connect(postgres_server.dsn(), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD 'unknown-to-dara'").format(sql.Identifier(ROLE)))
+        # Roles are the server's, not a database's: a second test in the session finds it.
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (ROLE,)).fetchone()
+        verb = "ALTER" if exists else "CREATE"
+        conn.execute(
+            sql.SQL(f"{verb} ROLE {{}} LOGIN SUPERUSER PASSWORD 'unknown-to-dara'").format(sql.Identifier(ROLE))
+        )
         conn.execute("SELECT pg_reload_conf()")
     try:
         yield make_conninfo(postgres_dsn, user=ROLE)
