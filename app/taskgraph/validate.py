@@ -175,14 +175,15 @@ def find_cycles(names: Sequence[str], edges: dict[str, list[str]]) -> list[list[
     """One named cycle per strongly connected knot, in execution direction.
 
     ``a -> b`` reads "b waits for a". Each cycle starts and ends at its first task in
-    declaration order, so the message is stable from one run to the next.
+    declaration order, so the message is stable from one run to the next. ``edges``
+    has an entry for every name (as :func:`dependency_edges` makes it).
     """
     order = {name: index for index, name in enumerate(dict.fromkeys(names))}
     cycles = []
     for component in _strongly_connected(list(order), edges):
         members = set(component)
         start = min(component, key=order.__getitem__)
-        if len(component) == 1 and start not in edges.get(start, []):
+        if len(component) == 1 and start not in edges[start]:
             continue
         cycles.append(_cycle_through(start, members, edges, order))
     return sorted(cycles, key=lambda cycle: order[cycle[0]])
@@ -197,7 +198,7 @@ def _cycle_through(start: str, members: set[str], edges: dict[str, list[str]], o
     while frontier:
         following = []
         for name in frontier:
-            for dependency in sorted(edges.get(name, []), key=order.__getitem__):
+            for dependency in sorted(edges[name], key=order.__getitem__):
                 if dependency not in members:
                     continue
                 if dependency == start:
@@ -223,7 +224,7 @@ def _strongly_connected(names: list[str], edges: dict[str, list[str]]) -> list[l
     for root in names:
         if root in index:
             continue
-        work: list[tuple[str, Iterator[str]]] = [(root, iter(edges.get(root, [])))]
+        work: list[tuple[str, Iterator[str]]] = [(root, iter(edges[root]))]
         index[root] = low[root] = counter
         counter += 1
         stack.append(root)
@@ -237,7 +238,7 @@ def _strongly_connected(names: list[str], edges: dict[str, list[str]]) -> list[l
                     counter += 1
                     stack.append(child)
                     on_stack.add(child)
-                    work.append((child, iter(edges.get(child, []))))
+                    work.append((child, iter(edges[child])))
                 elif child in on_stack:
                     low[node] = min(low[node], index[child])
                 continue
@@ -264,7 +265,7 @@ def _blocked_by_cycles(names: Sequence[str], edges: dict[str, list[str]], in_cyc
         if name in in_cycle:
             continue
         seen: set[str] = set()
-        pending = list(edges.get(name, []))
+        pending = list(edges[name])
         while pending:
             dependency = pending.pop(0)
             if dependency in seen:
@@ -273,7 +274,7 @@ def _blocked_by_cycles(names: Sequence[str], edges: dict[str, list[str]], in_cyc
             if dependency in in_cycle:
                 blocked[name] = dependency
                 break
-            pending += edges.get(dependency, [])
+            pending += edges[dependency]
     return blocked
 
 
