@@ -72,7 +72,8 @@ def test_tree_draws_a_finished_demo_run(cli: ResonateCli, demo_run: str) -> None
     assert lines[0] == f"{demo_run} 🟢 (rpc notebook_job)"
     assert f"├── {demo_run}:1 🟢 (rpc)" in lines  # the callback wait, settled by the notebook
     assert f"├── {demo_run}:2 🟢 (run)" in lines  # run_job
-    assert lines[-1].startswith(f"└── {demo_run}:4 🟢 (run)")  # notify, the last step
+    # notify, the last step (a watcher's look may still be added after it, so not always last)
+    assert any(line[4:].startswith(f"{demo_run}:4 🟢 (run)") and line[:4] in ("├── ", "└── ") for line in lines)
     watcher = next(line for line in lines if "dara.watch_run" in line)
     assert watcher.startswith(f"├── {demo_run}:d") and "(rpc dara.watch_run)" in watcher
     # Its own step hangs below it: the tree follows resonate:parent, not just the origin.
@@ -95,7 +96,12 @@ def test_search_pages_in_id_order_as_the_server_does(cli: ResonateCli, demo_run:
     else:
         raise AssertionError(f"no last page after {len(everything) + 1} pages")
 
-    assert [p["id"] for p in seen] == sorted(p["id"] for p in everything) == [p["id"] for p in everything]
+    # The run's watcher may still add a look between the two listings: the pages hold every
+    # promise of the first listing, in id order, and nothing out of order.
+    listed = [p["id"] for p in everything]
+    paged = [p["id"] for p in seen]
+    assert listed == sorted(listed) and paged == sorted(paged)
+    assert [i for i in paged if i in set(listed)] == listed
     assert len(seen) >= 5
     for promise in seen:
         if promise["state"] != "pending":  # a pending watcher may settle between the two reads
