@@ -32,7 +32,7 @@ def deploy_and_run(
     the result; otherwise the run's end is, with every task's outcome.
     """
     yield ctx.run(upload_task_files, folder, files)
-    job_id = yield ctx.run(upsert_job, JobSettings.from_dict(job))
+    job_id = yield from ctx.run(upsert_job, JobSettings.from_dict(job))
     if not run:
         return {"job_id": job_id}
     # Without the callback cell in its notebooks, the run's end settles the wait.

@@ -38,16 +38,12 @@ def export_workflows(
     failed: list[dict[str, str]] = []
     for job in [w for w in workflows or [] if w.is_active]:
         try:
-            exported.append((yield ctx.run(export_job, job.job_id, job.export_libraries, root)))
+            exported.append((yield from ctx.run(export_job, job.job_id, job.export_libraries, root)))
         except StepError as exc:
             failed.append({"kind": "job", "id": str(job.job_id), "name": job.job_name, "error": str(exc)})
     for item in [p for p in pipelines or [] if p.is_active]:
         try:
-            exported.append((yield ctx.run(export_pipeline, item.pipeline_id, item.export_libraries, root)))
+            exported.append((yield from ctx.run(export_pipeline, item.pipeline_id, item.export_libraries, root)))
         except StepError as exc:
             failed.append({"kind": "pipeline", "id": item.pipeline_id, "name": item.pipeline_name, "error": str(exc)})
-    return {"start_path": root, "exported": [_plain(item) for item in exported], "failed": failed}
-
-
-def _plain(item: Any) -> dict[str, Any]:
-    return dataclasses.asdict(item) if dataclasses.is_dataclass(item) and not isinstance(item, type) else dict(item)
+    return {"start_path": root, "exported": [dataclasses.asdict(item) for item in exported], "failed": failed}

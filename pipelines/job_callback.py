@@ -41,11 +41,10 @@ def run_job_and_wait(
     deadline (default: the pipeline's, else DARA_CALLBACK_TIMEOUT).
     """
     done = ctx.promise(timeout)
-    promise_id = yield done.id()
-    run: JobRun
+    promise_id: str = yield done.id()  # id() is a coroutine: no ``yield from``, so say its type
     if callback:
-        run = yield ctx.run(run_job, job, params, callback_to=promise_id, callback_url=url)
+        run = yield from ctx.run(run_job, job, params, callback_to=promise_id, callback_url=url)
     else:
-        run = yield ctx.run(run_job, job, params)
+        run = yield from ctx.run(run_job, job, params)
     yield ctx.watch(run, promise_id, settle=not callback)
     return run, (yield done)

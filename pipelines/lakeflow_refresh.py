@@ -32,11 +32,11 @@ def lakeflow_refresh(
     wait. A failed or canceled update fails the run with the update's error, and the
     job does not run on stale tables.
     """
-    update = yield ctx.run(start_pipeline_update, pipeline_id, full_refresh)
+    update = yield from ctx.run(start_pipeline_update, pipeline_id, full_refresh)
     polls = 0
     while True:
         yield ctx.sleep(timedelta(seconds=BACKOFF[min(polls, len(BACKOFF) - 1)]))
-        state = yield ctx.run(pipeline_update_state, pipeline_id, update.update_id)
+        state = yield from ctx.run(pipeline_update_state, pipeline_id, update.update_id)
         if state.terminal:
             break
         polls += 1

@@ -26,7 +26,7 @@ def sql_then_job(
     list of values in the query's column order. Job parameters are small (a few KB),
     so the query should aggregate or LIMIT; bigger results belong in a table.
     """
-    result = yield ctx.run(run_sql, warehouse_id, statement)
+    result = yield from ctx.run(run_sql, warehouse_id, statement)
     run, value = yield from run_job_and_wait(ctx, job, {param: json.dumps(result.rows)})
     details = {"run": run.url, "rows": result.row_count, "value": value}
     yield ctx.run(notify, f"{job} finished on {result.row_count} rows: run {run.run_id}", details)

@@ -42,7 +42,7 @@ def upload_and_process(
     picks up what the job wrote.
     """
     try:
-        uploaded = yield ctx.run(upload_saved_file, upload, volume_path, ctx.run_id)
+        uploaded = yield from ctx.run(upload_saved_file, upload, volume_path, ctx.run_id)
     except Exception:
         yield ctx.run(discard_upload, upload, ctx.run_id)  # no later step will take it
         raise
@@ -50,7 +50,7 @@ def upload_and_process(
     run, value = yield from run_job_and_wait(ctx, job, {**(params or {}), "file": uploaded.path})
     details: dict[str, Any] = {"run": run.url, "file": uploaded.path, "value": value}
     if index is not None:
-        synced = yield ctx.run(sync_vector_index, index)
+        synced = yield from ctx.run(sync_vector_index, index)
         details["index"] = synced.url
     yield ctx.run(notify, f"{job} processed {uploaded.path}: run {run.run_id}", details)
     return value

@@ -74,6 +74,24 @@ async def test_step_results_are_sent_back_typed() -> None:
     assert seen[1] == "drv-typed:2"
 
 
+async def test_yield_from_a_step_gets_its_typed_result_and_its_error_as_yield_does() -> None:
+    """``yield from ctx.run(...)`` (typed for the checker) hands the driver the same call."""
+
+    def pipeline(ctx: Context, start: Point) -> Generator[Any, Any, tuple[Point, str, str]]:
+        moved = yield from ctx.run(shift, start, 2)
+        own_id = yield from ctx.run(async_step)
+        try:
+            yield from ctx.run(fails, "bad input")
+        except StepError as exc:
+            return moved, own_id, f"caught {exc}"
+        return moved, own_id, "not caught"
+
+    moved, own_id, caught = await run_pipeline(pipeline, "drv-from", Point(1, 2))
+
+    assert (moved, own_id) == (Point(3, 4), "drv-from:2")
+    assert caught == "caught fails: ValueError: bad input"
+
+
 async def test_step_errors_are_thrown_into_the_pipeline_and_catchable() -> None:
     def pipeline(ctx: Context) -> Generator[Any, Any, str]:
         try:

@@ -3,6 +3,10 @@
 A deliberately small surface over :class:`resonate.Context`: run a step, create a
 promise for something outside to settle, sleep. Each returns an awaitable the
 pipeline ``yield``\\ s; the driver awaits it and sends the result back in.
+
+A step's call is also iterable, so ``x = yield from ctx.run(step, ...)`` hands the
+driver the same object as ``yield`` does while the type checker types ``x`` as the
+step's result: a bare ``yield`` expression is always ``Any`` to it.
 """
 
 from __future__ import annotations
@@ -77,6 +81,11 @@ class StepCall[T]:
     def __await__(self) -> typing.Generator[Any, None, T]:
         return self._result().__await__()
 
+    def __iter__(self) -> typing.Generator[StepCall[T], Any, T]:
+        """``yield from`` this: the driver is handed this call, as by ``yield``, and the
+        result it sends back becomes the expression's value, typed as the step returns."""
+        return (yield self)
+
     async def _result(self) -> T:
         settled = await self._future
         result = settled["result"]
@@ -144,8 +153,18 @@ class Context:
         """The id the run was started with."""
         return self._ctx.info.origin_id
 
-    def run[T](self, step: typing.Callable[..., T], /, *args: Any, **kwargs: Any) -> StepCall[T]:
-        """Run ``step`` once, durably: a replay returns its recorded result."""
+    @typing.overload
+    def run[T](
+        self, step: typing.Callable[..., typing.Coroutine[Any, Any, T]], /, *args: Any, **kwargs: Any
+    ) -> StepCall[T]: ...
+    @typing.overload
+    def run[T](self, step: typing.Callable[..., T], /, *args: Any, **kwargs: Any) -> StepCall[T]: ...
+    def run(self, step: typing.Callable[..., Any], /, *args: Any, **kwargs: Any) -> StepCall[Any]:
+        """Run ``step`` once, durably: a replay returns its recorded result.
+
+        Its result is what the step returns; an ``async def`` step's, what it returns
+        once awaited (the first overload, so the type checker does not see a coroutine).
+        """
         runs = self._double(step) or step
         injected = injected_parameters(runs, self._ctx)
         if any(map(step_dependencies(self._ctx).gives_step_info, injected.values())):
