@@ -79,28 +79,26 @@ def export_progress(run: RunView, now: datetime) -> ExportProgress:
     )
 
 
+#: Each kind of item, in the order the pipeline exports them: (kind, the parameter
+#: listing them, an item's id field, its name field).
+_ITEM_KINDS = (
+    ("job", "workflows", "job_id", "job_name"),
+    ("pipeline", "pipelines", "pipeline_id", "pipeline_name"),
+)
+
+
 def _planned(params: dict[str, Any]) -> list[dict[str, Any]]:
-    jobs = [
+    return [
         {
-            "kind": "job",
-            "id": str(w.get("job_id")),
-            "name": w.get("job_name", ""),
-            "export_libraries": bool(w.get("export_libraries")),
+            "kind": kind,
+            "id": str(item.get(id_field)),
+            "name": item.get(name_field, ""),
+            "export_libraries": bool(item.get("export_libraries")),
         }
-        for w in params.get("workflows") or []
-        if isinstance(w, dict) and w.get("is_active", True)
+        for kind, listed_in, id_field, name_field in _ITEM_KINDS
+        for item in params.get(listed_in) or []
+        if isinstance(item, dict) and item.get("is_active", True)
     ]
-    pipelines = [
-        {
-            "kind": "pipeline",
-            "id": str(p.get("pipeline_id")),
-            "name": p.get("pipeline_name", ""),
-            "export_libraries": bool(p.get("export_libraries")),
-        }
-        for p in params.get("pipelines") or []
-        if isinstance(p, dict) and p.get("is_active", True)
-    ]
-    return jobs + pipelines
 
 
 def _item(plan: dict[str, Any], step: StepView | None, run: RunView, now: datetime) -> ItemProgress:

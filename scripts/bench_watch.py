@@ -6,8 +6,8 @@
     .venv/bin/python scripts/bench_watch.py --n 100 --interval 10 # another DARA_WATCH_INTERVAL
 
 For each N, the DARA runtime (in-process Resonate, as on embedded defaults) runs against
-the Databricks HTTP double (tests/databricks_double.py) serving a jobs service
-(tests/jobs_service_double.py): runs/list pages at most 25 runs, as the Jobs API does.
+the Databricks HTTP double (scripts/databricks_double.py) serving a jobs service
+(scripts/jobs_service_double.py): runs/list pages at most 25 runs, as the Jobs API does.
 N ``notebook_job`` runs are started and left waiting for callbacks that never come.
 Once every run has been watched for an interval, every call to the double is counted
 from the end of one listing of the active runs to the end of a later one, over about
@@ -48,8 +48,8 @@ from app.active_runs import ActiveRuns
 from app.durable import ANONYMOUS
 from app.runtime import Runtime
 from app.settings import Settings
-from tests.databricks_double import DatabricksDouble
-from tests.jobs_service_double import GET_RUN, JOB_ID, LIST_RUNS, PAGE_SIZE, JobsService
+from scripts.databricks_double import DatabricksDouble
+from scripts.jobs_service_double import GET_RUN, JOB_ID, LIST_RUNS, PAGE_SIZE, JobsService
 
 DEFAULT_SIZES = (10, 100, 1000, 10_000)
 #: Runs started at once; more only queue in the thread pool that runs steps.

@@ -9,6 +9,7 @@ nothing and no worker thread sits blocked for the minutes a cluster takes to sta
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from enum import Enum
 from typing import Any
 
 from databricks.sdk import WorkspaceClient
@@ -121,13 +122,7 @@ def terminate_cluster(w: WorkspaceClient, cluster_id: str) -> None:
 def cluster_state(w: WorkspaceClient, cluster_id: str) -> ComputeStatus:
     details = w.clusters.get(cluster_id)
     state = details.state or compute.State.UNKNOWN
-    return ComputeStatus(
-        id=cluster_id,
-        state=state.value,
-        ready=state in _CLUSTER_READY,
-        failed=state in _CLUSTER_FAILED,
-        message=details.state_message or "",
-    )
+    return _status(cluster_id, state, _CLUSTER_READY, _CLUSTER_FAILED, details.state_message)
 
 
 @retried(DATABRICKS)
@@ -143,14 +138,20 @@ def stop_warehouse(w: WorkspaceClient, warehouse_id: str) -> None:
 @retried(DATABRICKS)
 def warehouse_state(w: WorkspaceClient, warehouse_id: str) -> ComputeStatus:
     details = w.warehouses.get(warehouse_id)
-    state = details.state
     health = details.health.summary if details.health is not None else None
+    return _status(warehouse_id, details.state, _WAREHOUSE_READY, _WAREHOUSE_FAILED, health)
+
+
+def _status[S: Enum](
+    compute_id: str, state: S | None, ready: set[S], failed: set[S], message: str | None
+) -> ComputeStatus:
+    """A cluster's or a warehouse's state, judged by its kind's ready and failed states."""
     return ComputeStatus(
-        id=warehouse_id,
+        id=compute_id,
         state=state.value if state is not None else "UNKNOWN",
-        ready=state in _WAREHOUSE_READY,
-        failed=state in _WAREHOUSE_FAILED,
-        message=health or "",
+        ready=state in ready,
+        failed=state in failed,
+        message=message or "",
     )
 
 

@@ -1,6 +1,6 @@
-"""Databricks' ``jobs/runs/repair`` on the jobs service double (tests/jobs_service_double.py).
+"""Databricks' ``jobs/runs/repair`` on the jobs service double (scripts/jobs_service_double.py).
 
-:class:`RepairableJobs` adds to :class:`~tests.jobs_service_double.JobsService` what a
+:class:`RepairableJobs` adds to :class:`~scripts.jobs_service_double.JobsService` what a
 repair needs, as the Jobs API behaves:
 
 * ``POST /api/2.1|2.2/jobs/runs/repair``: a run that ended FAILED or TIMEDOUT runs again
@@ -17,8 +17,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tests.databricks_double import DatabricksDouble, RecordedRequest, Response, api_error
-from tests.jobs_service_double import GET_RUN, JobsService, SimulatedRun
+from scripts.databricks_double import DatabricksDouble, RecordedRequest, Response, api_error
+from scripts.jobs_service_double import GET_RUN, JobsService, SimulatedRun
 
 REPAIR_PATHS = ("/api/2.1/jobs/runs/repair", "/api/2.2/jobs/runs/repair")
 _FIRST_REPAIR_ID = 7000

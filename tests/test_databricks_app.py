@@ -45,8 +45,8 @@ from databricks.sdk.service import jobs, workspace
 from app.settings import PROJECT_ROOT
 from app.workspace.app_url import AppUrlUnknown, with_app_url
 from app.workspace.embedded import LOCAL_TOKEN, EmbeddedWorkspace
+from scripts.databricks_double import DatabricksDouble, Response
 from tests.apps_proxy_double import AppsProxyDouble, apps_proxy
-from tests.databricks_double import DatabricksDouble, Response
 from tests.harness import make_settings
 
 SECRET = "app-callback-key-0123456789abcdef"

@@ -1,7 +1,7 @@
 """The Databricks HTTP double serves only bodies databricks-sdk's own types read whole.
 
 Each ``recorded_*`` builder is checked over its range against the response type of the
-route it answers (tests/databricks_shapes.py); the check itself is shown to catch each
+route it answers (scripts/databricks_shapes.py); the check itself is shown to catch each
 way the double once drifted; and a drifted body actually served fails the test that
 served it, through the ``databricks_double`` fixture.
 """
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from databricks.sdk.service import jobs
 
-from tests.databricks_double import (
+from scripts.databricks_double import (
     DatabricksDouble,
     RecordedRequest,
     paged,
@@ -26,7 +26,7 @@ from tests.databricks_double import (
     recorded_update,
     workspace_client,
 )
-from tests.databricks_shapes import problems, unknown_fields
+from scripts.databricks_shapes import problems, unknown_fields
 
 GET_RUN = "/api/2.2/jobs/runs/get"
 EVENTS = "/api/2.0/pipelines/p-1/events"

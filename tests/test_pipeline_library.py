@@ -17,9 +17,7 @@ from typing import Any
 import pytest
 
 import pipelines.lakeflow_refresh
-from steps.uploaded_files import HANDLE_PATTERN
-from tests import databricks_double as double_module
-from tests.databricks_double import (
+from scripts.databricks_double import (
     DatabricksDouble,
     RecordedRequest,
     no_content,
@@ -29,9 +27,8 @@ from tests.databricks_double import (
     recorded_statement,
     recorded_update,
 )
+from steps.uploaded_files import HANDLE_PATTERN
 from tests.harness import Service, make_settings, running_service
-
-databricks_double = double_module.databricks_double
 
 JOBS_LIST = "/api/2.2/jobs/list"
 RUN_NOW = "/api/2.2/jobs/run-now"

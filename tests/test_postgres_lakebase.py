@@ -15,7 +15,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from app.durable.lakebase import RotatingPassword
-from tests.databricks_double import DatabricksDouble, RecordedRequest
+from scripts.databricks_double import DatabricksDouble, RecordedRequest
 from tests.harness import make_settings, running_service, sign
 from tests.postgres import EmbeddedPostgres
 

@@ -22,10 +22,10 @@ from databricks.sdk.config import Config
 
 import app.watchers
 import app.workspace.client
-from tests.databricks_double import DatabricksDouble
+from scripts.databricks_double import DatabricksDouble
+from scripts.jobs_service_double import GET_RUN
 from tests.harness import APPS_RUNTIME, Service, make_settings, running_service
 from tests.jobs_repair_double import REPAIR_PATHS, RepairableJobs
-from tests.jobs_service_double import GET_RUN
 from tests.test_run_watch import RUN_WATCH_PIPELINES, databricks_run, start, until
 
 ADA = {"X-Forwarded-Email": "ada@example.com", "X-Forwarded-User": "1@2"}

@@ -34,10 +34,10 @@ from app.durable import Context, pipeline
 from app.services.run_status import read_run
 from app.workspace.deploy import demo_job_settings, import_notebooks
 from app.workspace.embedded import LOCAL_TOKEN
+from scripts.databricks_double import DatabricksDouble
+from scripts.jobs_service_double import GET_RUN, JOB_ID, LIST_RUNS, PAGE_SIZE, JobsService
 from steps.jobs import JobRun, run_job, upsert_job
-from tests.databricks_double import DatabricksDouble
 from tests.harness import Service, make_settings, running_service
-from tests.jobs_service_double import GET_RUN, JOB_ID, LIST_RUNS, PAGE_SIZE, JobsService
 from tests.pipelines_for_tests import WITH_TEST_PIPELINES
 from tests.test_faults import KillPoint, cluster
 

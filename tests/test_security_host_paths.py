@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from app.durable import Context, pipeline
+from scripts.databricks_double import DatabricksDouble, no_content
 from steps.uploaded_files import HANDLE_PATTERN, UnknownUpload, UploadStore
 from steps.workspace_files import upload_task_files
-from tests.databricks_double import DatabricksDouble, no_content
 from tests.harness import Service, make_settings, running_service
 from tests.pipelines_for_tests import WITH_TEST_PIPELINES
 

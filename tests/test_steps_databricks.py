@@ -3,7 +3,7 @@
 brickhouse has no one-time runs (``runs/submit``), Files API, Lakeflow pipelines or
 Vector Search, and cannot be scripted to answer SQL statements with a chosen
 sequence of states and errors; these tests therefore run each step with a real
-``WorkspaceClient`` against :mod:`tests.databricks_double`, assert the exact request
+``WorkspaceClient`` against :mod:`scripts.databricks_double`, assert the exact request
 the step sent, and check what it makes of the recorded-shape answer.
 """
 
@@ -19,14 +19,7 @@ from databricks.sdk import errors as dbx
 
 from app.callback_tokens import CallbackSigner
 from app.durable import StepInfo
-from steps.files import UploadedFile, upload_to_volume
-from steps.jobs import JobRun, find_job_id, submit_notebook
-from steps.lakeflow import PipelineUpdate, UpdateState, pipeline_update_state, start_pipeline_update
-from steps.retryable import is_transient
-from steps.sql import QueryResult, StatementFailed, StatementTimeout, run_sql
-from steps.vector_search import IndexSync, sync_vector_index
-from tests import databricks_double as double_module
-from tests.databricks_double import (
+from scripts.databricks_double import (
     DatabricksDouble,
     Delay,
     Drop,
@@ -45,9 +38,12 @@ from tests.databricks_double import (
     unavailable,
     workspace_client,
 )
-
-# The fixture, for as long as conftest does not provide it.
-databricks_double = double_module.databricks_double
+from steps.files import UploadedFile, upload_to_volume
+from steps.jobs import JobRun, find_job_id, submit_notebook
+from steps.lakeflow import PipelineUpdate, UpdateState, pipeline_update_state, start_pipeline_update
+from steps.retryable import is_transient
+from steps.sql import QueryResult, StatementFailed, StatementTimeout, run_sql
+from steps.vector_search import IndexSync, sync_vector_index
 
 SUBMIT = "/api/2.2/jobs/runs/submit"
 GET_RUN = "/api/2.2/jobs/runs/get"

@@ -1,6 +1,6 @@
 """Whether a body the Databricks HTTP double serves is one the real API could send.
 
-The double (tests/databricks_double.py) is worth its tests only while its bodies match
+The double (scripts/databricks_double.py) is worth its tests only while its bodies match
 the API, and databricks-sdk's types are the API's schema as this project sees it. A
 body is parsed with its route's response type (``from_dict``) and written back
 (``as_dict``): whatever the type does not know -- a field it lacks, an enum value it
@@ -11,8 +11,8 @@ Keys alone are compared, not values: ``from_dict`` keeps scalars as they are. Wh
 the types cannot say -- a run's ``status`` agreeing with its ``state``, an ended run
 having an end time -- is checked by :func:`run_problems`.
 
-The double runs :func:`problems` on every 2xx JSON body it serves, and its fixture
-fails the test on any (tests/databricks_double.py); tests/test_databricks_double_shapes.py
+The double runs :func:`problems` on every 2xx JSON body it serves, and the tests'
+``databricks_double`` fixture (tests/conftest.py) fails on any; tests/test_databricks_double_shapes.py
 checks the ``recorded_*`` builders over their whole range.
 """
 
@@ -22,7 +22,7 @@ import dataclasses
 import re
 from typing import Any
 
-from databricks.sdk.service import database, jobs, pipelines, sql, vectorsearch
+from databricks.sdk.service import compute, database, jobs, pipelines, sql, vectorsearch
 
 #: The response type of each route the double serves, as databricks-sdk calls them.
 #: ``{name}`` is one path segment. Routes not listed (the SDK's host-metadata probe,
@@ -45,6 +45,8 @@ RESPONSE_TYPES: dict[tuple[str, str], type] = {
     ("GET", "/api/2.0/pipelines/{pipeline_id}/events"): pipelines.ListPipelineEventsResponse,
     ("POST", "/api/2.0/vector-search/indexes/{index_name}/sync"): vectorsearch.SyncIndexResponse,
     ("POST", "/api/2.0/database/credentials"): database.DatabaseCredential,
+    ("GET", "/api/2.1/clusters/get"): compute.ClusterDetails,
+    ("GET", "/api/2.0/sql/warehouses/{id}"): sql.GetWarehouseResponse,
 }
 
 _ROUTES = [

@@ -1,4 +1,4 @@
-"""A double of the Databricks REST API at the HTTP boundary, for step tests.
+"""A double of the Databricks REST API at the HTTP boundary, for step tests and benchmarks.
 
 Most tests run against brickhouse, the local emulator, which implements jobs, clusters,
 workspace files, Unity Catalog and SQL statements. It has no one-time runs
@@ -13,8 +13,9 @@ shapes the real API returns: the ``recorded_*`` builders below follow the paths 
 field names in databricks-sdk's ``service`` modules and the REST API reference (they
 were written from those, not captured from a live workspace), including the fields a
 step does not read, so parsing is exercised against a realistic body. Every 2xx body
-served is checked against databricks-sdk's types as it goes out (tests/databricks_shapes.py):
-a field they lack, or a run whose ``status`` disagrees with its ``state``, fails the test.
+served is checked against databricks-sdk's types as it goes out (scripts/databricks_shapes.py):
+a field they lack, or a run whose ``status`` disagrees with its ``state``, fails the test
+(the ``databricks_double`` fixture in tests/conftest.py).
 
 Three parts:
 
@@ -39,17 +40,16 @@ import json
 import re
 import socket
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import pytest
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.config import Config
 
-from tests.databricks_shapes import problems as shape_problems
+from scripts.databricks_shapes import problems as shape_problems
 
 #: The workspace id the double advertises, as a real workspace's discovery endpoint does.
 WORKSPACE_ID = "1234567890123456"
@@ -193,9 +193,9 @@ class DatabricksDouble:
         self._lock = threading.Lock()
         self._routes: list[_Route] = []
         self._requests: list[RecordedRequest] = []
-        #: Exceptions raised by handlers (answered with a 500); the fixture fails on any.
+        #: Exceptions raised by handlers (answered with a 500); the tests' fixture fails on any.
         self.handler_errors: list[BaseException] = []
-        #: What in the bodies served the real API would not send (tests/databricks_shapes.py).
+        #: What in the bodies served the real API would not send (scripts/databricks_shapes.py).
         self.shape_errors: list[str] = []
         self._closing = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -396,19 +396,6 @@ def workspace_client(
         http_timeout_seconds=http_timeout_seconds,
     )
     return WorkspaceClient(config=config)
-
-
-@pytest.fixture
-def databricks_double() -> Iterator[DatabricksDouble]:
-    """A running double with no routes but the SDK's host-metadata probe.
-
-    Fails the test if a route handler raised, even where the step swallowed the 500, and
-    if it served a body databricks-sdk's types do not read (tests/databricks_shapes.py).
-    """
-    with DatabricksDouble() as double:
-        yield double
-    assert not double.handler_errors, f"double's handlers raised: {double.handler_errors}"
-    assert not double.shape_errors, f"the double served bodies databricks-sdk does not read: {double.shape_errors}"
 
 
 # -- recorded shapes ---------------------------------------------------------------------

@@ -3,7 +3,7 @@
 The run watcher's tests and its benchmark (scripts/bench_watch.py) need a workspace
 with hundreds or thousands of runs that wait, some of which end or get cancelled, and
 a count of every call DARA makes to it. :class:`JobsService` serves, on a
-:class:`~tests.databricks_double.DatabricksDouble`:
+:class:`~scripts.databricks_double.DatabricksDouble`:
 
 * ``jobs/run-now``: one run per idempotency token, as Databricks does;
 * ``jobs/runs/get``: the run in the recorded shape (``recorded_run``), one task per
@@ -14,6 +14,12 @@ a count of every call DARA makes to it. :class:`JobsService` serves, on a
 * ``jobs/runs/get-output``: a task's ``notebook_output.result`` if it exited with a value.
 
 The test plays the notebooks: :meth:`JobsService.end` ends a run without a callback.
+
+Given a webhook (:meth:`JobsService.send_run_events`), it also plays Databricks' job
+notifications to a generic webhook destination: when a run ends (by :meth:`end` or a
+cancel) it POSTs ``{"event_type": "jobs.on_success" | "jobs.on_failure", "workspace_id",
+"run": {"run_id"}, "job": {"job_id", "name"}}`` with HTTP Basic auth, from a thread of
+its own, as Databricks sends them after the run ended.
 """
 
 from __future__ import annotations
@@ -22,7 +28,16 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.databricks_double import DatabricksDouble, RecordedRequest, Response, api_error, recorded_run
+import httpx
+
+from scripts.databricks_double import (
+    WORKSPACE_ID,
+    DatabricksDouble,
+    RecordedRequest,
+    Response,
+    api_error,
+    recorded_run,
+)
 
 RUN_NOW = "/api/2.2/jobs/run-now"
 GET_RUN = "/api/2.2/jobs/runs/get"
@@ -32,6 +47,9 @@ GET_OUTPUT = "/api/2.2/jobs/runs/get-output"
 #: The most runs the Jobs API returns in one page of runs/list.
 PAGE_SIZE = 25
 JOB_ID = 4242
+JOB_NAME = "dara-watch"
+#: Results Databricks notifies ``on_success`` for ("succeeded with failures" counts as success).
+_SUCCESSES = ("SUCCESS", "SUCCESS_WITH_FAILURES")
 #: Run ids are spaced so that each task run of a run has an id of its own.
 _RUN_STEP = 100
 
@@ -64,6 +82,10 @@ class JobsService:
         #: Runs newest first, as listed: built once per change, not once per page.
         self._listing: tuple[int, bool, list[SimulatedRun]] | None = None
         self._changes = 0
+        #: Where run events go: (url, user, password); None sends none.
+        self._webhook: tuple[str, str, str] | None = None
+        #: (run id, HTTP status) of each run event sent, in the order answered (0: no answer).
+        self.deliveries: list[tuple[int, int]] = []
         double.route("POST", RUN_NOW, self._run_now)
         double.route("GET", GET_RUN, self._get_run)
         double.route("GET", LIST_RUNS, self._list_runs)
@@ -81,6 +103,11 @@ class JobsService:
             run.state_message = message or {"FAILED": "Workload failed"}.get(result_state, "")
             run.exit_values = dict(exit_values or {})
             self._changes += 1
+        self._notify(run_id, result_state)
+
+    def send_run_events(self, url: str, user: str, password: str) -> None:
+        """From now on, POST a run event to ``url`` whenever a run ends."""
+        self._webhook = (url, user, password)
 
     def active(self) -> list[int]:
         with self._lock:
@@ -140,10 +167,13 @@ class JobsService:
             run = self.runs.get(run_id)
             if run is None:
                 return api_error(400, "INVALID_PARAMETER_VALUE", f"Run {run_id} does not exist.")
-            if run.active:
+            ended = run.active
+            if ended:
                 run.life_cycle_state, run.result_state = "TERMINATED", "CANCELED"
                 run.state_message = "Run cancelled."
                 self._changes += 1
+        if ended:
+            self._notify(run_id, "CANCELED")
         return {}
 
     def _get_output(self, request: RecordedRequest) -> dict[str, Any] | Response:
@@ -159,6 +189,28 @@ class JobsService:
             if value is not None:
                 body["notebook_output"] = {"result": value, "truncated": False}
             return body
+
+    # -- job notifications ---------------------------------------------------------------
+    def _notify(self, run_id: int, result_state: str) -> None:
+        if self._webhook is None:
+            return
+        event = "jobs.on_success" if result_state in _SUCCESSES else "jobs.on_failure"
+        body = {
+            "event_type": event,
+            "workspace_id": WORKSPACE_ID,
+            "run": {"run_id": run_id},
+            "job": {"job_id": JOB_ID, "name": JOB_NAME},
+        }
+        threading.Thread(target=self._post, args=(self._webhook, run_id, body), daemon=True).start()
+
+    def _post(self, webhook: tuple[str, str, str], run_id: int, body: dict[str, Any]) -> None:
+        url, user, password = webhook
+        try:
+            status = httpx.post(url, json=body, auth=(user, password), timeout=10).status_code
+        except httpx.HTTPError:
+            status = 0  # Databricks would retry; a lost event is what the backstop is for
+        with self._lock:
+            self.deliveries.append((run_id, status))
 
     # -- shapes --------------------------------------------------------------------------
     def _body(self, run: SimulatedRun) -> dict[str, Any]:
