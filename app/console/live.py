@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from html import escape
+from typing import Annotated, Any
 
+from fastapi import Query
 from fastapi.responses import HTMLResponse, Response
 
 #: How often a waiting long-poll re-reads what it watches.
@@ -23,6 +25,16 @@ FINAL_HEADER = "X-Dara-Final"
 UNCHANGED: dict[int | str, dict[str, Any]] = {204: {"description": "Nothing changed within `wait` seconds."}}
 
 Render = Callable[[], Awaitable[tuple[str, str, bool]]]
+
+#: A long-poll route's query: the version the page shows, and how long to wait for another.
+Seen = Annotated[str, Query(max_length=32, description="The version the page shows")]
+Wait = Annotated[float, Query(ge=0, le=30, description="Seconds to wait for a change")]
+
+
+def live_attributes(url: str, version: str, final: bool) -> str:
+    """The attributes of a page's live section: where its script long-polls and the
+    version it shows. None once final: there is nothing left to wait for."""
+    return "" if final else f' data-live="{escape(url)}" data-version="{escape(version)}"'
 
 
 async def changed_fragment(render: Render, seen: str, wait: float) -> Response:

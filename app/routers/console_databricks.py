@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path
 from fastapi.responses import HTMLResponse, Response
 
 from app.console.databricks_run import RunDetails, describe_run, is_final, render, version
 from app.console.layout import page
-from app.console.live import UNCHANGED, changed_fragment
+from app.console.live import UNCHANGED, Seen, Wait, changed_fragment, live_attributes
 from app.dependencies import RuntimeDep
 from app.services.run_status import EMBEDDED_RUNS_PAGES
 
@@ -25,11 +25,7 @@ NO_DATABRICKS_RUN: dict[int | str, dict[str, Any]] = {404: {"description": "The 
 )
 async def databricks_run_page(run_id: RunId, runtime: RuntimeDep) -> str:
     details = await _describe(runtime, run_id)
-    live = (
-        ""
-        if is_final(details)
-        else f' data-live="{EMBEDDED_RUNS_PAGES}/runs/{run_id}/live" data-version="{version(details)}"'
-    )
+    live = live_attributes(f"{EMBEDDED_RUNS_PAGES}/runs/{run_id}/live", version(details), is_final(details))
     body = f'<p><a href="/ui">← runs</a></p><section id="live"{live}>{render(details)}</section>'
     return page(f"Databricks run {run_id}", body, scripts=("live",))
 
@@ -42,8 +38,8 @@ async def databricks_run_page(run_id: RunId, runtime: RuntimeDep) -> str:
 async def databricks_run_live(
     run_id: RunId,
     runtime: RuntimeDep,
-    seen: Annotated[str, Query(max_length=32)] = "",
-    wait: Annotated[float, Query(ge=0, le=30)] = 20,
+    seen: Seen = "",
+    wait: Wait = 20,
 ) -> Response:
     async def rendered() -> tuple[str, str, bool]:
         details = await _describe(runtime, run_id)

@@ -6,15 +6,14 @@ API would not let its user do."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from html import escape
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path
 from fastapi.responses import HTMLResponse, Response
 
 from app.console.export_view import ACTIVE, export_fragment
 from app.console.layout import page
-from app.console.live import UNCHANGED, changed_fragment
+from app.console.live import UNCHANGED, Seen, Wait, changed_fragment, live_attributes
 from app.console.run_view import version
 from app.dependencies import RuntimeDep
 from app.export_progress import ExportProgress, export_progress
@@ -83,11 +82,7 @@ async def workspace_page() -> str:
 @router.get("/exports/{run_id}", summary="An export's progress, live", responses=NO_RUN | NOT_AN_EXPORT)
 async def export_page(run_id: RunIdPath, runtime: RuntimeDep) -> str:
     progress, run_version = await _export(runtime, run_id)
-    live = (
-        ""
-        if progress.status not in ACTIVE
-        else f' data-live="/ui/exports/{escape(run_id)}/live" data-version="{run_version}"'
-    )
+    live = live_attributes(f"/ui/exports/{run_id}/live", run_version, progress.status not in ACTIVE)
     return page(
         f"export {run_id}", f'<section id="live"{live}>{export_fragment(progress)}</section>', scripts=("live",)
     )
@@ -101,8 +96,8 @@ async def export_page(run_id: RunIdPath, runtime: RuntimeDep) -> str:
 async def export_live(
     run_id: RunIdPath,
     runtime: RuntimeDep,
-    seen: Annotated[str, Query(max_length=32)] = "",
-    wait: Annotated[float, Query(ge=0, le=30)] = 20,
+    seen: Seen = "",
+    wait: Wait = 20,
 ) -> Response:
     async def render() -> tuple[str, str, bool]:
         progress, run_version = await _export(runtime, run_id)

@@ -11,11 +11,11 @@ from __future__ import annotations
 from html import escape
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path
 from fastapi.responses import HTMLResponse, Response
 
 from app.console.layout import badge, page
-from app.console.live import UNCHANGED, changed_fragment
+from app.console.live import UNCHANGED, Seen, Wait, changed_fragment, live_attributes
 from app.console.run_view import is_final, run_fragment, version
 from app.dependencies import RuntimeDep
 from app.routers.answers import NO_RUN
@@ -50,7 +50,7 @@ RunIdPath = Annotated[str, Path(pattern=RUN_ID_PATTERN)]
 @router.get("/runs/{run_id}", summary="One run", responses=NO_RUN)
 async def run_page(run_id: RunIdPath, runtime: RuntimeDep) -> str:
     run = await _read(runtime, run_id)
-    live = "" if is_final(run) else f' data-live="/ui/runs/{escape(run.id)}/live" data-version="{version(run)}"'
+    live = live_attributes(f"/ui/runs/{run.id}/live", version(run), is_final(run))
     body = f'<p><a href="/ui">← runs</a></p><section id="live"{live}>{run_fragment(run, embedded=_embedded(runtime))}</section>'
     return page(run.id, body, scripts=("live",))
 
@@ -59,8 +59,8 @@ async def run_page(run_id: RunIdPath, runtime: RuntimeDep) -> str:
 async def run_live(
     run_id: RunIdPath,
     runtime: RuntimeDep,
-    seen: Annotated[str, Query(max_length=32, description="The version the page shows")] = "",
-    wait: Annotated[float, Query(ge=0, le=30, description="Seconds to wait for a change")] = 20,
+    seen: Seen = "",
+    wait: Wait = 20,
 ) -> Response:
     """The run page's content when its version differs from ``seen`` (200, with
     ``X-Dara-Version`` and, once the run has ended, ``X-Dara-Final``), or 204 when
