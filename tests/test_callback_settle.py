@@ -11,14 +11,17 @@ import asyncio
 import base64
 import json
 import logging
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from app.logs import RUN_ID
-from tests.harness import Service, callback_token, sign
+from tests.harness import Service, callback_token, make_settings, running_service, sign
+from tests.postgres import BACKENDS, backend_settings
 
 
 def waiting_run(service: Service, run_id: str) -> str:
@@ -98,23 +101,26 @@ def test_a_callback_that_loses_the_race_to_a_null_value_is_told_so(
     promise = waiting_run(service, "settle-null")
     token = sign(service.http, promise)
     promises = service.runtime.resonate.promises
-    real_resolve = promises.resolve
+    real_settle = promises.sender.promise_settle
     both_reached, null_settled = asyncio.Event(), asyncio.Event()
     reached: list[Any] = []
 
-    async def null_first(promise_id: str, value: Any) -> Any:
-        reached.append(value.data)
+    async def null_first(req: Any) -> Any:
+        if req.id != promise:
+            return await real_settle(req)
+        value = promises.codec.decode(req.value)
+        reached.append(value)
         if len(reached) == 2:
             both_reached.set()
         await asyncio.wait_for(both_reached.wait(), 20)
-        if value.data is not None:
+        if value is not None:
             await asyncio.wait_for(null_settled.wait(), 20)
-            return await real_resolve(promise_id, value)
-        settled = await real_resolve(promise_id, value)
+            return await real_settle(req)
+        settled = await real_settle(req)
         null_settled.set()
         return settled
 
-    monkeypatch.setattr(promises, "resolve", null_first)
+    monkeypatch.setattr(promises.sender, "promise_settle", null_first)
 
     def post(value: Any) -> httpx.Response:
         with httpx.Client(base_url=service.url, timeout=60) as http:
@@ -152,5 +158,59 @@ def test_a_callbacks_access_log_line_names_its_run(service: Service) -> None:
         access.removeHandler(handler)
         access.setLevel(level)
 
-    assert response.status_code == 200, response.text
+    assert response.json() == {"id": promise, "state": "resolved", "already_settled": False}, response.text
     assert [run_id for message, run_id in seen if "/resolve" in message] == ["settle-logged"]
+
+
+#: Callbacks with one value sent at once to one wait.
+RACERS = 8
+
+
+@pytest.fixture(params=BACKENDS)
+def service_on_each_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]:
+    with running_service(make_settings(tmp_path, **backend_settings(request, request.param))) as svc:
+        yield svc
+
+
+def test_of_callbacks_racing_with_one_value_exactly_one_is_told_it_settled(
+    service_on_each_backend: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A notebook retrying after a lost answer can race its own first try. Resonate answers
+    every settle of a settled promise with its record, whoever wrote it, so callbacks with
+    the same value cannot tell from the answer which of them settled the wait: only the
+    one whose write was kept may be told ``already_settled: false``.
+
+    The race is forced: each settle is held at the SDK's sender, after DARA found the wait
+    pending, until all of them have arrived; then they reach the backend together.
+    """
+    service = service_on_each_backend
+    promise = waiting_run(service, "settle-same")
+    token = sign(service.http, promise)
+    sender = service.runtime.resonate.promises.sender
+    real_settle = sender.promise_settle
+    arrived: list[str] = []
+    all_arrived = asyncio.Event()
+
+    async def held(req: Any) -> Any:
+        if req.id == promise:
+            arrived.append(req.id)
+            if len(arrived) == RACERS:
+                all_arrived.set()
+            await asyncio.wait_for(all_arrived.wait(), 20)  # TimeoutError: a callback never settled
+        return await real_settle(req)
+
+    monkeypatch.setattr(sender, "promise_settle", held)
+
+    def post(_: int) -> httpx.Response:
+        with httpx.Client(base_url=service.url, timeout=60) as http:
+            return http.post("/resolve", json={"id": promise, "value": {"rows": 7}, "token": token})
+
+    with ThreadPoolExecutor(RACERS) as pool:
+        answers = list(pool.map(post, range(RACERS)))
+
+    assert len(arrived) == RACERS, "every callback must reach the settle for the race to be run"
+    assert [answer.status_code for answer in answers] == [200] * RACERS, [answer.text for answer in answers]
+    told = sorted(answer.json()["already_settled"] for answer in answers)
+    assert told == [False] + [True] * (RACERS - 1), [answer.text for answer in answers]
+    assert {answer.json()["state"] for answer in answers} == {"resolved"}
+    assert service.wait_for("settle-same")["result"] == {"rows": 7}

@@ -55,7 +55,13 @@ def test_bad_tokens_are_refused_and_the_promise_stays_pending(service: Service, 
     rejected = service.http.post("/reject", json={"id": promise, "error": "x"} | ({"token": token} if token else {}))
 
     assert (response.status_code, rejected.status_code) == (code, code)
-    assert "token" in response.json()["detail"]
+    expected = (
+        "missing token: send the callback_signature widget's value as `token`"
+        if token is None
+        else f"token does not match promise {promise!r}: send the promise_id and callback_signature widgets "
+        "of the notebook run DARA started for that wait"
+    )
+    assert response.json()["detail"] == rejected.json()["detail"] == expected
     assert status(service, promise.split(":")[0]) == "waiting"
 
 
@@ -93,21 +99,23 @@ def test_a_callback_that_loses_the_race_to_another_value_is_told_so(
     """
     promise = waiting_run(service, "cb-race")
     token = sign(service.http, promise)
-    promises = service.runtime.resonate.promises
-    real_resolve = promises.resolve
+    sender = service.runtime.resonate.promises.sender
+    real_settle = sender.promise_settle
     other_settled = asyncio.Event()
     calls: list[str] = []
 
-    async def resolve_second_first(promise_id: str, value: Any) -> Any:
-        calls.append(promise_id)
+    async def settle_second_first(req: Any) -> Any:
+        if req.id != promise:
+            return await real_settle(req)
+        calls.append(req.id)
         if len(calls) == 1:
             await asyncio.wait_for(other_settled.wait(), 20)
-            return await real_resolve(promise_id, value)
-        settled = await real_resolve(promise_id, value)
+            return await real_settle(req)
+        settled = await real_settle(req)
         other_settled.set()
         return settled
 
-    monkeypatch.setattr(promises, "resolve", resolve_second_first)
+    monkeypatch.setattr(sender, "promise_settle", settle_second_first)
 
     def post(value: str) -> httpx.Response:
         with httpx.Client(base_url=service.url, timeout=60) as http:
@@ -168,6 +176,7 @@ def test_original_query_form_resolves_too(service: Service) -> None:
     )
 
     assert response.status_code == 200, response.text
+    assert response.json() == {"id": promise, "state": "resolved", "already_settled": False}
     assert service.wait_for("cb-query")["result"] == {"ok": True}
 
 

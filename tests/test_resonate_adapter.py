@@ -29,6 +29,7 @@ from resonate.retry import Never
 
 from app.durable import resonate_format
 from app.durable.in_process import IndexedServerState, InProcessServer
+from app.durable.settle_once import settle_once
 
 pytestmark = pytest.mark.anyio
 
@@ -151,6 +152,26 @@ async def test_an_error_value_the_adapter_builds_is_one_the_sdk_raises_and_reads
     assert without_pickle == resonate_format.error_value("disk full"), drifted(
         f"the SDK stores an error as {encoded!r}"
     )
+
+
+async def test_a_settle_knows_whether_its_write_was_kept_and_its_waiter_reads_the_value(resonate: Resonate) -> None:
+    """app.durable.settle_once writes a key into the value's headers, through the SDK's
+    sender and codec: the SDK must still send, store and return those headers, and its
+    awaiter must still read the value past them."""
+    handle = resonate.run("adapter-settle", "makes_each_kind", 1, label="x")
+    wait_id = resonate_format.child_id("adapter-settle", 2)
+    await created(resonate, wait_id)
+
+    first = await settle_once(resonate.promises, wait_id, "resolved", {"rows": 7})
+    again = await settle_once(resonate.promises, wait_id, "resolved", {"rows": 7})
+    async with asyncio.timeout(30):
+        result = await handle.result()
+
+    assert first.won and first.record.value.data == {"rows": 7}, drifted(
+        f"a settle's value headers do not come back with its record: {first.record.value!r}"
+    )
+    assert not again.won and again.record == first.record, drifted("a later settle's record is not the first's")
+    assert result["outcome"] == {"rows": 7}, drifted("a wait settled with value headers is not read as its value")
 
 
 def test_a_future_still_carries_its_id() -> None:

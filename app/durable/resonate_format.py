@@ -13,7 +13,11 @@ app.watchers). Both rely on choices the SDK makes without publishing them as API
 - **error values**: a rejection is stored as ``{"__type": "error", "message": ...}``
   (``resonate.codec._encode_error``), which its awaiter raises as ``ApplicationError``;
 - **future ids**: a promise's id is minted when the call is made, but only the private
-  ``ResonateFuture._id`` gives it without waiting for the create.
+  ``ResonateFuture._id`` gives it without waiting for the create;
+- **absent promises**: ``promises.get`` of an id the backend has none by raises
+  ``ServerError`` with code 404 (:func:`get_promise` makes that None);
+- **the wire**: a run is created by a ``task.create`` request whose reply carries the
+  run's root promise as stored, encoded (:func:`task_create_id`, :func:`created_root`).
 
 The in-process server (app.durable.in_process) is the other half of the adapter: it
 subclasses the SDK's private server state, and is the only other module that imports
@@ -34,8 +38,12 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Literal, NamedTuple
 
+import msgspec
 from resonate.context import ResonateFuture
+from resonate.error import ServerError
 from resonate.ids import join_id, origin_of
+from resonate.resonate import Resonate
+from resonate.transport import ResponseHead
 from resonate.types import PromiseRecord, Value
 
 #: The run a promise belongs to: its root promise's id (the root's own id on a root).
@@ -135,6 +143,16 @@ def error_message(data: Any) -> str:
     return message if isinstance(message, str) else str(data)
 
 
+async def get_promise(resonate: Resonate, promise_id: str) -> PromiseRecord | None:
+    """The promise, or None if the backend has none by that id; any other failure raises."""
+    try:
+        return await resonate.promises.get(promise_id)
+    except ServerError as exc:
+        if exc.code == 404:
+            return None
+        raise
+
+
 def future_id(future: ResonateFuture[Any]) -> str:
     """The promise id of a durable call, known as soon as the call is made.
 
@@ -142,3 +160,60 @@ def future_id(future: ResonateFuture[Any]) -> str:
     the id at once (to set up a watchdog beside it) reads it here.
     """
     return future._id
+
+
+class _Id(msgspec.Struct):
+    id: str = ""
+
+
+class _CreateAction(msgspec.Struct):
+    data: _Id = msgspec.field(default_factory=_Id)
+
+
+class _TaskCreateData(msgspec.Struct):
+    action: _CreateAction = msgspec.field(default_factory=_CreateAction)
+
+
+class _TaskCreateRequest(msgspec.Struct):
+    kind: str = ""
+    data: _TaskCreateData = msgspec.field(default_factory=_TaskCreateData)
+
+
+class _CreatedData(msgspec.Struct):
+    promise: PromiseRecord | None = None
+
+
+class _TaskCreateReply(msgspec.Struct):
+    head: ResponseHead = msgspec.field(default_factory=ResponseHead)
+    data: _CreatedData | str | None = None
+
+
+_request = msgspec.json.Decoder(_TaskCreateRequest)
+_reply = msgspec.json.Decoder(_TaskCreateReply)
+
+
+def task_create_id(request: str) -> str | None:
+    """The id of the promise a wire request creates with its task (a run), else None.
+
+    Cheap for every other request: only a ``task.create`` is decoded.
+    """
+    if '"task.create"' not in request:
+        return None
+    try:
+        decoded = _request.decode(request)
+    except msgspec.DecodeError:
+        return None
+    return decoded.data.action.data.id or None if decoded.kind == "task.create" else None
+
+
+def created_root(reply: str, resonate: Resonate) -> PromiseRecord | None:
+    """The root promise a ``task.create`` reply carries, decoded as ``promises.get``
+    returns it; None for a refusal (a 409 carries no promise) or a reply not understood.
+    """
+    try:
+        decoded = _reply.decode(reply)
+    except msgspec.DecodeError:
+        return None
+    if decoded.head.status != 200 or not isinstance(decoded.data, _CreatedData) or decoded.data.promise is None:
+        return None
+    return resonate.promises.codec.decode_promise(decoded.data.promise)

@@ -4,11 +4,12 @@ A call settles only the wait its token was issued for (app.callback_tokens): tha
 promise id, in the incarnation of the run that issued it, and only a wait
 (``ctx.promise()``) -- never a step's recorded result, a watcher, or the run itself.
 Each refusal says which rule it broke. The settle itself is Resonate's: the first
-write wins. Sending the same outcome and value again (a notebook retrying after a lost
-response) is answered ``already_settled``; anything else arriving after the wait was
-settled -- another value, the other outcome, a callback after the deadline or a
-cancel -- is refused naming the state it found, so the notebook learns its value was
-not taken.
+write wins, and only the call whose write was kept is told it settled the wait
+(app.durable.settle_once). Sending the same outcome and value again (a notebook
+retrying after a lost response, even one racing its first try) is answered
+``already_settled``; anything else arriving after the wait was settled -- another
+value, the other outcome, a callback after the deadline or a cancel -- is refused
+naming the state it found, so the notebook learns its value was not taken.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from resonate.types import PromiseRecord, Value
+from resonate.types import PromiseRecord
 
 from app.durable import resonate_format
+from app.durable.resonate_format import get_promise
+from app.durable.settle_once import settle_once
 from app.logs import bind_run
 from app.runtime import Runtime
 from app.services.errors import AlreadySettled, MissingToken, NotAWait, PromiseNotFound, RunNotFound, TokenRefused
-from app.services.run_status import get_promise, is_run, promise_kind, run_meta
+from app.services.run_status import is_run, promise_kind, run_meta
 
 Outcome = Literal["resolved", "rejected"]
 
@@ -30,7 +33,7 @@ Outcome = Literal["resolved", "rejected"]
 class Settlement(BaseModel):
     id: str
     state: Literal["resolved", "rejected", "rejected_canceled", "rejected_timedout"]
-    already_settled: bool = Field(description="True when an earlier call with this same value settled it.")
+    already_settled: bool = Field(description="True when another call with this same value settled it.")
 
 
 async def find_wait(runtime: Runtime, promise_id: str) -> PromiseRecord:
@@ -69,16 +72,13 @@ async def settle(runtime: Runtime, promise_id: str, token: str | None, outcome: 
     stored = payload if outcome == "resolved" else resonate_format.error_value(payload)
     if record.state != "pending":
         return _repeat(record, outcome, stored)
-    promises = runtime.resonate.promises
     # Before the settle: the pipeline may resume before the settle call returns here.
     runtime.metrics.callback_settling(promise_id)
-    if outcome == "resolved":
-        settled = await promises.resolve(promise_id, Value(data=stored))
-    else:
-        settled = await promises.reject(promise_id, Value(data=stored))
-    assert settled.state != "pending"
-    if settled.state == outcome and settled.value.data == stored:
-        return Settlement(id=promise_id, state=settled.state, already_settled=False)
+    # Found pending is not settled by this call: another callback, even with this very
+    # value, may settle first, and Resonate answers both alike. The key tells them apart.
+    settled, won = await settle_once(runtime.resonate.promises, promise_id, outcome, stored)
+    if won:
+        return Settlement(id=promise_id, state=outcome, already_settled=False)
     runtime.metrics.callback_lost(promise_id)
     return _repeat(settled, outcome, stored)  # another settle won the race
 
