@@ -66,7 +66,14 @@ def test_without_a_session_the_api_stays_closed(guarded: Service) -> None:
 
     assert page.status_code == 303 and page.headers["location"] == "/ui/login?next=%2Fui"
     assert api.status_code == 401 and forged.status_code == 401
+    assert (
+        api.json()["detail"]
+        == forged.json()["detail"]
+        == ("missing API token: no Authorization header; send `Authorization: Bearer <DARA_API_TOKEN>`")
+    )
     assert outside.status_code == 422  # never sent on to another site
+    [problem] = outside.json()["detail"]
+    assert problem["loc"] == ["query", "next"] and "String should match pattern '^/ui" in problem["msg"], problem
 
 
 def test_the_apps_proxy_user_needs_no_token(browser: Browser, behind_proxy: Service) -> None:
@@ -89,4 +96,9 @@ def test_the_apps_proxy_user_needs_no_token(browser: Browser, behind_proxy: Serv
         ]
         == "ada@example.com"
     )
-    assert behind_proxy.http.get("/ui/workspace").status_code == 401  # no forwarded user: no page
+    anonymous = behind_proxy.http.get("/ui/workspace")  # no forwarded user: no page
+    assert anonymous.status_code == 401, anonymous.text
+    assert anonymous.json()["detail"] == (
+        "missing API token: no Authorization header; come through the Databricks Apps proxy, which sets "
+        "X-Forwarded-Email"
+    )

@@ -53,5 +53,11 @@ def test_a_run_that_failed_shows_the_notebooks_error(service: Service) -> None:
 
 
 def test_unknown_runs_are_404(service: Service) -> None:
-    assert service.http.get("/ui/databricks/runs/987654321").status_code == 404
-    assert service.http.get("/ui/databricks/runs/0").status_code == 422
+    unknown = service.http.get("/ui/databricks/runs/987654321")
+    zero = service.http.get("/ui/databricks/runs/0")
+
+    assert unknown.status_code == 404, unknown.text
+    assert unknown.json()["detail"] == "the workspace has no run 987654321"
+    assert zero.status_code == 422, zero.text
+    [problem] = zero.json()["detail"]
+    assert (problem["loc"], problem["msg"]) == (["path", "run_id"], "Input should be greater than or equal to 1")

@@ -69,6 +69,7 @@ def test_the_timeline_follows_a_run_to_its_end_without_a_reload(browser: Browser
         "/resolve", json={"id": "console-live:1", "value": 1, "token": sign(service.http, "console-live:1")}
     )
     assert resolved.status_code == 200, resolved.text
+    assert resolved.json() == {"id": "console-live:1", "state": "resolved", "already_settled": False}
     browser.wait_for("the run done", lambda: browser.find("h1 .s.done"))
     rows = browser.find_all("table.timeline tr.step")
 

@@ -22,7 +22,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import ValidationError
 
 from app.settings import PROJECT_ROOT
-from tests.databricks_double import DatabricksDouble
+from scripts.databricks_double import DatabricksDouble
 from tests.harness import make_settings, running_service, sign
 from tests.postgres import EmbeddedPostgres
 from tests.test_postgres_lakebase import ROLE
@@ -97,10 +97,17 @@ def test_scripts_grants_are_all_an_app_that_does_not_own_the_schema_needs(
         )
         run = service.wait_for("granted")
         listed = service.http.get("/runs")
-        time.sleep(1.5)  # past DARA_TIMER_ALERT_AFTER: /health says so unless the timers fire
+        timers = service.runtime.network.timers  # fires resonate.process_timeouts() as this role
+        fired = timers.last_success
+        deadline = time.monotonic() + 30
+        while timers.last_success == fired and not timers.failures:  # until its next attempt
+            assert time.monotonic() < deadline, "the timer driver made no attempt"
+            time.sleep(0.02)
         health = service.http.get("/health")
 
-    assert settled.status_code == 200, settled.text
+    assert settled.json() == {"id": "granted:1", "state": "resolved", "already_settled": False}, settled.text
     assert (run["status"], run["result"]) == ("done", 1)
     assert listed.status_code == 200 and "granted" in [item["id"] for item in listed.json()["runs"]], listed.text
+    assert (timers.failures, timers.last_error) == (0, None)
     assert health.status_code == 200, health.text
+    assert health.json() == {"status": "ok", "resonate": "postgres", "workspace": "embedded"}

@@ -85,4 +85,5 @@ def test_folders_outside_the_jobs_root_are_refused(service: Service) -> None:
     missing = service.http.get("/jobs/preview", params={"folder": "nope"})
 
     assert outside.status_code == 422 and "outside DARA_JOBS_ROOT" in outside.text
-    assert missing.status_code == 404
+    assert missing.status_code == 404, missing.text
+    assert missing.json()["detail"] == "no task-graph folder 'nope' under DARA_JOBS_ROOT"

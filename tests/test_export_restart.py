@@ -5,7 +5,8 @@ not exported again -- to the end."""
 
 from __future__ import annotations
 
-import time
+import re
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,6 +19,10 @@ from tests.workspace_items import make_job
 
 LEASE = timedelta(seconds=2)
 ITEMS = 6
+#: Items the first service exports; it is stopped in the middle of the next one.
+BEFORE_THE_STOP = 2
+#: The folder an exported item's files go to: ``<start path>/jobs/<name>-<id>``.
+ITEM_FOLDER = re.compile(r"^(.*/jobs/[^/]+)/")
 
 
 def progress(service: Service, run_id: str) -> dict:
@@ -36,14 +41,37 @@ def test_an_export_carries_on_after_a_restart(
     settings = make_settings(tmp_path / "state", postgres_dsn=postgres_dsn, lease=LEASE)
     write = steps.export.write
     writes: list[str] = []
+    items: list[str] = []
+    held, stopping, stopped = threading.Event(), threading.Event(), threading.Event()
 
-    def slow(w: object, path: str, content: object) -> str:
+    def held_from_the_next_item(w: object, path: str, content: object) -> str:
+        """Writes the first items' files. The next item's wait for the service to begin
+        stopping, so the stop finds that item in flight; any later item's, for it to
+        have stopped, so the first service cannot get past that item."""
         writes.append(path)
-        time.sleep(0.3)  # items take long enough to stop the service between two of them
+        found = ITEM_FOLDER.match(path)
+        assert found, f"{path} is not in an item's folder"
+        if found[1] not in items:
+            items.append(found[1])
+        if items.index(found[1]) == BEFORE_THE_STOP:
+            held.set()
+            assert stopping.wait(60), "the service was never stopped"
+        elif items.index(found[1]) > BEFORE_THE_STOP:
+            assert stopped.wait(60), "the service never stopped"
         return write(w, path, content)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(steps.export, "write", slow)
+    monkeypatch.setattr(steps.export, "write", held_from_the_next_item)
     with running_service(settings) as first:
+        real_stop = first.runtime.stop
+
+        async def stop_with_an_item_in_flight() -> None:
+            stopping.set()
+            try:
+                await real_stop()
+            finally:
+                stopped.set()
+
+        monkeypatch.setattr(first.runtime, "stop", stop_with_an_item_in_flight)
         w = first.runtime.workspace
         jobs = [(make_job(w, f"job_{index}"), f"job_{index}") for index in range(ITEMS)]
         config = {
@@ -52,12 +80,9 @@ def test_an_export_carries_on_after_a_restart(
         }
         assert first.http.put("/exports/config", json={"yaml": yaml.safe_dump(config)}).status_code == 200
         run_id = first.http.post("/exports", json={}).raise_for_status().json()["run_id"]
-        deadline = time.monotonic() + 60
-        while progress(first, run_id)["done"] < 2:
-            assert time.monotonic() < deadline, progress(first, run_id)
-            time.sleep(0.05)
+        assert held.wait(60), f"the export never reached item {BEFORE_THE_STOP + 1}: {progress(first, run_id)}"
         before = item_steps(first, run_id)
-    assert len(before) < ITEMS, "the export ended before the restart; nothing was tested"
+    assert len(before) == BEFORE_THE_STOP, before
     monkeypatch.undo()
     written_before = len(writes)
 

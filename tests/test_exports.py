@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from datetime import datetime
 
 import pytest
 import yaml
@@ -63,7 +64,9 @@ def test_a_missing_config_is_a_default_one(exporting: Service) -> None:
         "pipelines": [],
         "initial_variables": {"v_start_path": "/Workspace/Shared/dara/exports"},
     }
-    assert exporting.http.post("/exports", json={}).status_code == 404  # nothing saved to export
+    nothing = exporting.http.post("/exports", json={})  # nothing saved to export
+    assert nothing.status_code == 404, nothing.text
+    assert nothing.json()["detail"] == f"no export config at {CONFIG}; save one first (PUT /exports/config)"
 
 
 def test_problems_are_placed_and_nothing_invalid_is_saved(exporting: Service) -> None:
@@ -80,11 +83,16 @@ def test_problems_are_placed_and_nothing_invalid_is_saved(exporting: Service) ->
     }
     assert aliases["valid"] is False and "aliases" in aliases["problems"][0]["msg"]
     assert saved.status_code == 422 and exporting.http.get("/exports/config").json()["exists"] is False
+    assert saved.json()["detail"] == checked["problems"], saved.text  # the same problems, placed the same
     assert (
         "same id more than once: 1"
         in exporting.http.post("/exports/config/check", json={"yaml": twice}).json()["problems"][0]["msg"]
     )
-    assert exporting.http.put("/exports/config", json={"yaml": "x", "path": "/etc/passwd"}).status_code == 422
+    elsewhere = exporting.http.put("/exports/config", json={"yaml": "x", "path": "/etc/passwd"})
+    assert elsewhere.status_code == 422, elsewhere.text
+    [problem] = elsewhere.json()["detail"]
+    assert problem["loc"] == ["body", "path"], problem
+    assert problem["msg"].startswith("String should match pattern '^/(Workspace|Users|Shared)/"), problem
 
 
 def test_data_from_the_page_comes_back_as_yaml(exporting: Service) -> None:
@@ -128,8 +136,15 @@ def test_an_export_writes_definitions_bundles_and_notebooks(exporting: Service) 
     assert run["status"] == "done", run
     assert (progress["total"], progress["done"], progress["failed"]) == (3, 3, 0)
     assert [item["state"] for item in progress["items"]] == ["done", "done", "done"]
-    assert all(item["seconds"] is not None and item["seconds"] >= 0 for item in progress["items"])
-    assert progress["mean_item_seconds"] is not None and progress["remaining_seconds"] is None
+    # Each item's time is its step's, from its start to its end, as the run records them.
+    measured = [
+        (datetime.fromisoformat(step["finished_at"]) - datetime.fromisoformat(step["started_at"])).total_seconds()
+        for step in run["steps"]
+        if step["name"] in ("export_job", "export_pipeline")
+    ]
+    assert [item["seconds"] for item in progress["items"]] == pytest.approx(measured, abs=1e-6)
+    assert progress["mean_item_seconds"] == pytest.approx(sum(measured) / 3, abs=1e-6)
+    assert progress["remaining_seconds"] is None  # nothing is left
     assert json.loads(read(exporting, f"{job_dir}/job.json")) == w.jobs.get(with_notebooks).settings.as_dict()
     assert bundle["resources"]["jobs"]["nightly_orders"]["schedule"]["quartz_cron_expression"] == "0 0 6 * * ?"
     assert read(exporting, f"{job_dir}/src/dara_demo.py") == read(exporting, NOTEBOOK)
@@ -162,4 +177,5 @@ def test_a_config_that_selects_nothing_active_is_not_exported(exporting: Service
     refused = exporting.http.post("/exports", json={})
 
     assert refused.status_code == 422 and "no active" in refused.json()["detail"]
-    assert exporting.http.get("/exports/nope-404").status_code == 404
+    unknown = exporting.http.get("/exports/nope-404")
+    assert unknown.status_code == 404 and unknown.json()["detail"] == "no run 'nope-404'", unknown.text

@@ -48,15 +48,17 @@ import httpx
 import pytest
 import uvicorn
 from databricks.sdk import WorkspaceClient
+from databricks.sdk.clock import RealClock
 from databricks.sdk.config import Config
 from fastapi import FastAPI
-from resonate.resonate import Resonate
+from resonate.timing import now_ms
 
 import app.runtime
 import app.watchers
 import app.workspace.client
 import pipelines.notebook_job
 from app.durable import Context, pipeline
+from app.durable.in_process import InProcessServer
 from app.main import create_app
 from app.runtime import Runtime
 from app.services.run_status import RunView, read_run
@@ -64,8 +66,7 @@ from app.settings import PROJECT_ROOT, Settings
 from app.wiring import notify_config
 from app.workspace.deploy import deploy_demo
 from app.workspace.embedded import LOCAL_TOKEN, EmbeddedWorkspace
-from steps.notify import notify as real_notify
-from tests.databricks_double import (
+from scripts.databricks_double import (
     DatabricksDouble,
     Delay,
     Drop,
@@ -76,6 +77,7 @@ from tests.databricks_double import (
     throttled,
     unavailable,
 )
+from steps.notify import notify as real_notify
 from tests.harness import Service, make_settings, running_service, sign
 from tests.pipelines_for_tests import WITH_TEST_PIPELINES
 from tests.postgres import BACKENDS, KillableNetwork, backend_settings
@@ -501,42 +503,90 @@ def test_a_restart_of_the_in_process_default_says_which_runs_it_lost(tmp_path: P
 
 
 @pipeline
-def runs_a_long_step(ctx: Context, seconds: float) -> Generator[Any, Any, int]:
-    """One step that takes ``seconds``; returns how many times the step body ran."""
-    return (yield ctx.run(long_step, seconds))
+def runs_a_long_step(ctx: Context) -> Generator[Any, Any, int]:
+    """One step that runs until the test ends it; returns how many times the step body ran."""
+    return (yield ctx.run(long_step))
 
 
-LONG_STEP_CALLS: list[float] = []
+LONG_STEP_CALLS: list[str] = []
+LONG_STEP_STARTED = threading.Event()
+#: Set by the test: the step may end.
+LONG_STEP_ENDS = threading.Event()
 
 
-def long_step(seconds: float) -> int:
-    LONG_STEP_CALLS.append(seconds)
-    time.sleep(seconds)
+def long_step() -> int:
+    LONG_STEP_CALLS.append("called")
+    LONG_STEP_STARTED.set()
+    assert LONG_STEP_ENDS.wait(60), "the test never let the step end"
     return len(LONG_STEP_CALLS)
 
 
-def test_a_step_longer_than_the_lease_runs_once_on_the_in_process_default(
+class MovableClock:
+    """The in-process server's clock (ms since the epoch), which a test moves ahead."""
+
+    def __init__(self) -> None:
+        self.ahead = 0
+
+    def __call__(self) -> int:
+        return now_ms() + self.ahead
+
+    def move(self, by: timedelta) -> int:
+        """Move ``by`` ahead; the time the clock reads now."""
+        self.ahead += int(by.total_seconds() * 1000)
+        return self()
+
+
+def test_a_step_that_outlives_any_lease_runs_once_on_the_in_process_default(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On embedded defaults nothing else can take a task over, so a lease must not lapse
-    while its own process is still working on it. With the SDK's 60 s lease, a SQL
-    statement or a throttled run-now that takes longer is started a second time; here
-    the lease is shortened to 2 s so a 4 s step shows it."""
-    monkeypatch.setattr(app.runtime, "Resonate", functools.partial(Resonate, ttl=LEASE))
+    while its own process is still working on it: a SQL statement or a throttled run-now
+    that outlasts the SDK's 60 s lease (or DARA_LEASE) would be started a second time.
+
+    While the step runs, the server's clock is moved an hour ahead, and the test waits
+    for the server's sweep to have run at that time: a lease of an hour or less has
+    lapsed then, and the sweep has handed the task out again.
+    """
+    clock = MovableClock()
+    swept_at: list[int] = []
+
+    def network_on_the_clock(settings: Settings, pid: str) -> InProcessServer:
+        server = InProcessServer(pid=pid, group=app.runtime.GROUP, clock=clock)
+        sweep = server.state.tick
+
+        def tick(now: int) -> None:
+            sweep(now)
+            swept_at.append(now)
+
+        server.state.tick = tick  # type: ignore[method-assign]
+        return server
+
+    monkeypatch.setattr(app.runtime, "resonate_network", network_on_the_clock)
     LONG_STEP_CALLS.clear()
+    LONG_STEP_STARTED.clear()
+    LONG_STEP_ENDS.clear()
     settings = make_settings(tmp_path, deploy_on_start=False)
-    with running_service(settings, pipelines=(*WITH_TEST_PIPELINES, runs_a_long_step)) as service:
-        started = service.http.post(
-            "/runs", json={"pipeline": "runs_a_long_step", "id": "long", "params": {"seconds": 4}}
-        )
-        assert started.status_code == 201, started.text
-        deadline = time.monotonic() + 15
-        while len(LONG_STEP_CALLS) < 2 and time.monotonic() < deadline:
-            run = service.http.get("/runs/long").json()
-            if run["status"] != "running":
-                break
-            time.sleep(0.05)
-    assert len(LONG_STEP_CALLS) == 1, f"the step ran {len(LONG_STEP_CALLS)} times"
+    try:
+        with running_service(settings, pipelines=(*WITH_TEST_PIPELINES, runs_a_long_step)) as service:
+            started = service.http.post("/runs", json={"pipeline": "runs_a_long_step", "id": "long"})
+            assert started.status_code == 201, started.text
+            assert LONG_STEP_STARTED.wait(30), "the step never started"
+            server = service.runtime.local_server
+            assert server is not None
+            held = server.task_record("long")
+            moved_to = clock.move(timedelta(hours=1))
+            deadline = time.monotonic() + 30
+            while not any(now >= moved_to for now in swept_at):
+                assert time.monotonic() < deadline, "the server never swept on the moved clock"
+                time.sleep(0.02)
+            after_the_sweep = server.task_record("long")
+            LONG_STEP_ENDS.set()
+            run = service.wait_for("long", timeout=30)
+    finally:
+        LONG_STEP_ENDS.set()  # a step left waiting must not outlive the test
+    assert held is not None and held["state"] == "acquired", held
+    assert after_the_sweep == held, "the sweep took the task from the worker still running its step"
+    assert LONG_STEP_CALLS == ["called"], f"the step ran {len(LONG_STEP_CALLS)} times"
     assert (run["status"], run["result"]) == ("done", 1), run
 
 
@@ -550,6 +600,17 @@ JOB_ID = 4242
 HTTP_TIMEOUT = 1
 
 
+class RecordingClock(RealClock):
+    """databricks-sdk's clock, noting each wait its retries ask for (and still waiting it)."""
+
+    def __init__(self) -> None:
+        self.slept: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        super().sleep(seconds)
+
+
 class IdempotentJobs:
     """run-now, runs/get and runs/list as Databricks behaves: one run per idempotency
     token, and a run that goes on running (the test plays the notebook)."""
@@ -557,9 +618,10 @@ class IdempotentJobs:
     def __init__(self, double: DatabricksDouble) -> None:
         self.double = double
         self.runs: dict[str, int] = {}
-        #: When each run-now reached the handler, and answers to give before the run.
-        self.arrivals: list[float] = []
+        #: Answers run-now gives before it starts the run.
         self.refusals: list[Response] = []
+        #: The clock of the service's databricks-sdk clients (faulty_service gives it them).
+        self.sdk_clock = RecordingClock()
         #: The result runs/get reports once the run has ended ("FAILED", ...); None: running.
         self.ended: str | None = None
         #: While set, runs/get and runs/list answer 503: the jobs API is down.
@@ -571,7 +633,6 @@ class IdempotentJobs:
 
     def run_now(self, request: RecordedRequest) -> dict[str, Any] | Response:
         with self.lock:  # also reached after a Delay the client gave up on, as on Databricks
-            self.arrivals.append(time.monotonic())
             if self.refusals:
                 return self.refusals.pop(0)
             run_id = self.runs.setdefault(request.json["idempotency_token"], 7700 + len(self.runs))
@@ -621,11 +682,16 @@ def faulty_service(
     """The service on a "real" workspace (the double), with short SDK timeouts.
 
     DARA has no setting for databricks-sdk's per-request HTTP timeout (60 s), so the
-    test shortens it where the client is built, to make a Delay a timeout quickly.
+    test shortens it where the client is built, to make a Delay a timeout quickly; the
+    clients get the clock of ``jobs``, which notes how long their retries wait.
     """
     monkeypatch.setenv("DATABRICKS_TOKEN", "test")
-    monkeypatch.setattr(app.workspace.client, "Config", functools.partial(Config, http_timeout_seconds=HTTP_TIMEOUT))
     jobs = IdempotentJobs(double)
+    monkeypatch.setattr(
+        app.workspace.client,
+        "Config",
+        functools.partial(Config, http_timeout_seconds=HTTP_TIMEOUT, clock=jobs.sdk_clock),
+    )
     settings = make_settings(
         tmp_path, databricks_host=double.url, deploy_on_start=False, databricks_retry_timeout=1, **overrides
     )
@@ -709,24 +775,23 @@ def test_run_now_faults_are_retried_into_one_run(
     requests = assert_one_run_now_effect(double, jobs)
     assert len(requests) > 1 and double.queued("POST", RUN_NOW) == 0
     assert [r["run_id"] for r in run["databricks_runs"]] == list(jobs.runs.values())
-    if fault == "throttled_with_retry_after":
-        assert jobs.arrivals[1] - jobs.arrivals[0] >= 2.0, "Retry-After was not honoured"
+    if fault == "throttled_with_retry_after":  # the client waited as long as it was told to
+        assert jobs.sdk_clock.slept and jobs.sdk_clock.slept[0] >= 2, jobs.sdk_clock.slept
 
 
 def test_run_now_unavailable_beyond_the_retry_policy_fails_the_run_clearly(
     databricks_double: DatabricksDouble, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A run-now that stays 503 fails the step once its retries are spent -- within a
-    bounded time, with the step's name and attempts in the error -- and the run fails
-    now instead of waiting for a callback from a job that never started."""
+    """A run-now that stays 503 fails the step once its retries are spent -- the SDK's
+    within DARA_DATABRICKS_RETRY_TIMEOUT, then the step's -- with the step's name and
+    attempts in the error, and the run fails now instead of waiting for a callback from
+    a job that never started."""
     double = databricks_double
     with faulty_service(double, tmp_path, monkeypatch, step_retries=1) as (service, jobs):
         double.queue("POST", RUN_NOW, *[unavailable()] * 200)
 
-        started = time.monotonic()
         start_job_run(service, "dbx-down")
         run = service.wait_for("dbx-down", timeout=60)
-        took = time.monotonic() - started
 
     assert run["status"] == "failed", run
     assert run["error"].startswith("run_job: TimeoutError: Timed out after 0:00:01"), run["error"]
@@ -737,7 +802,7 @@ def test_run_now_unavailable_beyond_the_retry_policy_fails_the_run_clearly(
     requests = double.requests_to("POST", RUN_NOW)
     assert len({r.json["idempotency_token"] for r in requests}) == 1
     assert jobs.runs == {}
-    assert took < 15
+    assert double.queued("POST", RUN_NOW) > 0, "run-now was tried until the 503s ran out, not until retries did"
 
 
 def test_a_refused_run_now_fails_at_once_with_a_hint(

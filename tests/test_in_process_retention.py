@@ -68,12 +68,13 @@ def test_a_finished_run_past_the_retention_is_deleted_and_a_pending_one_kept(
         still = of_run(state, "kept-waiting")
         again = service.http.post("/runs", json={"pipeline": "waits_for_callback", "id": "gone-done"})
 
-    assert gone.json()["detail"]  # a 404 that says so, as for any unknown run
+    assert gone.json()["detail"].startswith("no run 'gone-done'"), gone.text  # as for any unknown run
     assert left == {"promises": [], "tasks": [], "deadlines": [], "branches": [], "awaiting": []}
     assert kept.status_code == 200 and kept.json()["status"] == "waiting", kept.text
     assert still["promises"] == ["kept-waiting", "kept-waiting:1"] and still["tasks"] == ["kept-waiting"]
     assert [run["id"] for run in listed["runs"]] == ["kept-waiting"]
     assert again.status_code == 201, again.text  # the id is free again: a new run
+    assert again.json()["id"] == "gone-done" and again.json()["status"] in ("running", "waiting"), again.text
 
 
 def waits(ctx: Context) -> Generator[Any, Any, Any]:

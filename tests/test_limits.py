@@ -117,6 +117,7 @@ def test_a_body_of_exactly_the_limit_is_not_too_large(limited: Service) -> None:
     response = limited.http.post("/runs", content=body, headers={"content-type": "application/json"})
 
     assert response.status_code == 404, response.text  # read and routed: the pipeline is unknown
+    assert response.json()["detail"].startswith("no pipeline named 'nope'; known: "), response.text
 
 
 # -- ids -----------------------------------------------------------------------------------
@@ -160,6 +161,7 @@ def test_an_id_over_128_characters_is_refused_by_its_pattern(
 def test_an_id_of_128_characters_is_fine(limited: Service) -> None:
     started = limited.http.post("/runs", json={"pipeline": "waits_for_callback", "id": LONGEST})
     assert started.status_code == 201, started.text
+    assert started.json()["id"] == LONGEST
     assert limited.http.get(f"/runs/{LONGEST}").json()["id"] == LONGEST
 
 
@@ -200,7 +202,9 @@ def test_pipeline_params_nested_too_deep_are_refused(limited: Service) -> None:
     response = limited.http.post("/runs", json=body)
 
     assert_too_deep(response, MAX_DEPTH + 2)  # the body, params, then the value
-    assert limited.http.get("/runs/lim-deep-params").status_code == 404
+    never_started = limited.http.get("/runs/lim-deep-params")
+    assert never_started.status_code == 404, never_started.text
+    assert never_started.json()["detail"].startswith("no run 'lim-deep-params'")
 
 
 def test_a_resolve_value_nested_too_deep_is_refused_and_the_wait_goes_on(limited: Service) -> None:
@@ -221,7 +225,7 @@ def test_a_resolve_value_at_the_limit_round_trips(limited: Service) -> None:
 
     response = limited.http.post("/resolve", json={"id": promise, "value": value, "token": sign(limited.http, promise)})
 
-    assert response.status_code == 200, response.text
+    assert response.json() == {"id": promise, "state": "resolved", "already_settled": False}, response.text
     run = limited.wait_for("lim-deepest-value")
     assert (run["status"], run["result"]) == ("done", value)
 
@@ -250,7 +254,7 @@ def test_brackets_inside_strings_do_not_count(limited: Service) -> None:
 
     response = limited.http.post("/resolve", json={"id": promise, "value": value, "token": sign(limited.http, promise)})
 
-    assert response.status_code == 200, response.text
+    assert response.json() == {"id": promise, "state": "resolved", "already_settled": False}, response.text
     assert limited.wait_for("lim-brackets")["result"] == value
 
 
@@ -270,6 +274,7 @@ def test_a_utf16_body_is_measured_as_text(limited: Service) -> None:
     refused = limited.http.post("/runs", content=deep, headers={"content-type": "application/json"})
 
     assert started.status_code == 201, started.text
+    assert started.json()["id"] == "lim-utf16"
     assert_too_deep(refused, MAX_DEPTH + 2)
 
 

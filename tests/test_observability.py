@@ -141,7 +141,10 @@ def test_metrics_need_the_api_token_and_each_service_counts_its_own(service: Ser
         refused = guarded.http.get("/metrics")
         samples = scrape(guarded, Authorization=f"Bearer {TOKEN}")
 
-    assert refused.status_code == 401
+    assert refused.status_code == 401, refused.text
+    assert refused.json()["detail"] == (
+        "missing API token: no Authorization header; send `Authorization: Bearer <DARA_API_TOKEN>`"
+    )
     assert not [key for key in samples if key[0] == "dara_runs_started_total"]
     assert value(scrape(service), "dara_runs_started_total", pipeline="waits_for_callback") >= 1
 

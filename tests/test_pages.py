@@ -30,14 +30,15 @@ def test_run_page_shows_steps_and_updates_live_while_waiting(service: Service) -
         'data-live="/ui/runs/page-run/live"' in waiting.text and 'data-action="/runs/page-run/cancel"' in waiting.text
     )
     assert "page-run:1" in waiting.text and "waiting" in waiting.text
-    assert unchanged.status_code == 204
+    assert unchanged.status_code == 204 and unchanged.content == b""
     assert changed.status_code == 200 and changed.headers["x-dara-version"] != version[1]
     assert final.status_code == 200 and final.headers.get("x-dara-final") == "true" and 'class="s done"' in final.text
     assert "data-live" not in done.text and "data-action" not in done.text and 'class="s done"' in done.text
     assert "&lt;b&gt;x&lt;/b&gt;" in done.text and "<b>x</b>" not in done.text
     assert 'href="/ui/runs/page-run"' in index.text
-    assert service.http.get("/ui/runs/missing").status_code == 404
-    assert service.http.get("/ui/runs/missing/live").status_code == 404
+    for missing in (service.http.get("/ui/runs/missing"), service.http.get("/ui/runs/missing/live")):
+        assert missing.status_code == 404, missing.text
+        assert missing.json()["detail"] == "no run 'missing'"
 
 
 def test_a_waiting_run_offers_cancel_and_repair_where_the_workspace_can_repair() -> None:

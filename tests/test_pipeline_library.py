@@ -318,7 +318,11 @@ def test_upload_route_refuses_a_body_over_the_limit(service: Service, tmp_path: 
 
     response = service.http.post("/runs/upload_and_process", data=form, files={"file": ("big.bin", big)})
 
-    assert response.status_code == 413
+    assert response.status_code == 413, response.text
+    assert response.json()["detail"] == (
+        f"request body over {service.runtime.settings.max_value_bytes} bytes (DARA_MAX_VALUE_BYTES); "
+        "send less or raise the setting"
+    )
     assert not (tmp_path / "uploads").exists()
 
 

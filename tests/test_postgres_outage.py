@@ -52,8 +52,6 @@ FAST = 5.0
 #: Seconds after Postgres is back by which everything works again (the issue's goal).
 RESUME_WITHIN = 5.0
 ALERT_AFTER = 2.0
-#: Seconds after Postgres is back by which the pool alone has a connection again.
-POOL_RESUME_WITHIN = 3.0
 
 
 # -- the timer driver, on a fake clock ------------------------------------------------
@@ -331,10 +329,10 @@ async def test_the_pool_reconnects_soon_after_a_long_outage(
 ) -> None:
     """psycopg_pool doubles its wait between reconnect attempts (1, 2, 4, 8, 16 s...):
     after this 8 s outage its next attempts come 4-7 s after the server is back (the
-    issue saw 24 s after 30 s). PoolSessions gives each attempt up after
-    RECONNECT_WINDOW (2 s), so the next request starts a fresh one and a connection is
-    back within about a second. The bound is tighter than RESUME_WITHIN to tell the two
-    apart."""
+    issue saw 24 s after 30 s), and each request meanwhile waits out its timeout and is
+    refused. PoolSessions gives each attempt up after RECONNECT_WINDOW (2 s), so the
+    next request starts a fresh one: at most one request is refused once the server is
+    back (on psycopg_pool's schedule, three were)."""
     sessions = PoolSessions(postgres_dsn, timeout=1.5)
     try:
         assert await select_1(sessions) == "ok"
@@ -343,9 +341,11 @@ async def test_the_pool_reconnects_soon_after_a_long_outage(
         while time.monotonic() - stopped < POOL_OUTAGE:  # requests keep coming, and fail
             assert await select_1(sessions) == "unreachable"
         await asyncio.to_thread(postgres_server.start)
-        deadline = time.monotonic() + POOL_RESUME_WITHIN
+        refused_after = 0  # requests refused once Postgres was back
         while await select_1(sessions) != "ok":
-            assert time.monotonic() < deadline, f"no connection {POOL_RESUME_WITHIN} s after Postgres was back"
+            refused_after += 1
+            assert refused_after < 20, "the pool never connected again"
+        assert refused_after <= 1, f"{refused_after} requests refused after Postgres was back"
     finally:
         await sessions.close()
         if not postgres_server.running:

@@ -117,6 +117,7 @@ def test_a_failed_run_is_repaired_twice_and_its_callback_ends_the_run(
         "/resolve", json={"id": widgets["promise_id"], "value": 42, "token": widgets["callback_signature"]}
     )
     assert resolved.status_code == 200, resolved.text
+    assert resolved.json() == {"id": widgets["promise_id"], "state": "resolved", "already_settled": False}
     done = service.wait_for("fixed")
     assert (done["status"], done["result"]) == ("done", 42), done
 

@@ -4,7 +4,9 @@ reaches its deadline, users can cancel it, and failures explain themselves."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import anyio
@@ -13,8 +15,8 @@ from resonate.types import Value
 
 from app.runtime import Runtime
 from app.workspace.deploy import demo_job_settings, import_notebooks
+from scripts.databricks_double import DatabricksDouble, workspace_client
 from steps.jobs import cancel_run, upsert_job
-from tests.databricks_double import DatabricksDouble, workspace_client
 from tests.harness import Service, make_settings, running_service, sign
 from tests.pipelines_for_tests import WITH_TEST_PIPELINES
 from tests.postgres import BACKENDS, backend_settings
@@ -174,7 +176,8 @@ def test_runs_are_listed_newest_first_with_filters_and_paging(service: Service) 
     assert all(run["pipeline"] == "waits_for_callback" for run in first["runs"] + second["runs"])
     assert {"life-list-0", "life-list-1", "life-list-2"} <= {run["id"] for run in waiting["runs"]}
     assert all(run["status"] == "waiting" for run in waiting["runs"])
-    assert bad_cursor.status_code == 422
+    assert bad_cursor.status_code == 422, bad_cursor.text
+    assert bad_cursor.json()["detail"] == "cursor 'zzz' is not one this server issued; start without one"
 
 
 #: The largest callback value the default DARA_MAX_VALUE_BYTES (1 MiB) lets through comfortably.
@@ -191,6 +194,7 @@ def test_a_large_value_is_served_once_and_never_listed(service: Service) -> None
         "/resolve", json={"id": "life-large:1", "value": value, "token": sign(service.http, "life-large:1")}
     )
     assert resolved.status_code == 200, resolved.text
+    assert resolved.json() == {"id": "life-large:1", "state": "resolved", "already_settled": False}
     service.wait_for("life-large")
 
     one = service.http.get("/runs/life-large")
@@ -240,11 +244,24 @@ def test_a_listed_run_shows_the_first_line_of_its_error(service: Service) -> Non
 
 def test_progress_counts_steps_done_of_steps_seen(service: Service) -> None:
     start(service, "life-progress", "waits_for_callback")
+    service.wait_until("life-progress", "waiting")
 
-    run = service.wait_until("life-progress", "waiting")
+    before = time.time()
+    run = service.http.get("/runs/life-progress").raise_for_status().json()
+    after = time.time()
+    service.http.post(
+        "/resolve", json={"id": "life-progress:1", "value": 1, "token": sign(service.http, "life-progress:1")}
+    ).raise_for_status()
+    done = service.wait_for("life-progress")
 
     assert run["progress"] == {"done": 0, "seen": 1}
-    assert run["elapsed_seconds"] >= 0
+    assert done["progress"] == {"done": 1, "seen": 1}
+    started = datetime.fromisoformat(run["started_at"]).timestamp()
+    # Running: the time from the run's start to the moment it was read (whole milliseconds).
+    assert before - started - 0.001 <= run["elapsed_seconds"] <= after - started + 0.001, run
+    # Ended: from its start to its end, however long ago that was.
+    finished = datetime.fromisoformat(done["finished_at"]).timestamp()
+    assert done["elapsed_seconds"] == pytest.approx(finished - started, abs=0.0005), done
 
 
 def test_cancel_run_step_cancels_through_the_jobs_api(databricks_double: DatabricksDouble) -> None:

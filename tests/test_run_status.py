@@ -17,6 +17,7 @@ def test_a_step_result_is_folded_into_the_runs_only_when_it_is_that_result(servi
         "/resolve", json={"id": "status-fold:2", "value": "v", "token": sign(service.http, "status-fold:2")}
     )
     assert resolved.status_code == 200, resolved.text
+    assert resolved.json() == {"id": "status-fold:2", "state": "resolved", "already_settled": False}
 
     run = service.wait_for("status-fold")
 

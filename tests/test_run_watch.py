@@ -280,6 +280,7 @@ def test_a_run_that_succeeds_is_left_alone_and_shows_how_its_job_ended(
         "/resolve", json={"id": widgets["promise_id"], "value": 7, "token": widgets["callback_signature"]}
     )
     assert resolved.status_code == 200, resolved.text
+    assert resolved.json() == {"id": widgets["promise_id"], "state": "resolved", "already_settled": False}
     assert service.wait_for("succeeds")["result"] == 7
     [databricks] = jobs.runs.values()
     jobs.end(databricks.run_id, "SUCCESS")

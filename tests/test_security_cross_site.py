@@ -106,6 +106,7 @@ def test_loopback_names_are_allowed_on_any_port(open_service: Service, host: str
     response = open_service.http.get("/runs", headers={"Host": host.format(port=port(open_service))})
 
     assert response.status_code == 200, response.text
+    assert "runs" in response.json()  # the listing, not a refusal
 
 
 @pytest.mark.parametrize(
@@ -121,16 +122,29 @@ def test_loopback_names_are_allowed_on_any_port(open_service: Service, host: str
     ],
 )
 def test_allowed_hosts_add_names(named_hosts: Service, host: str, code: int) -> None:
-    assert named_hosts.http.get("/runs", headers={"Host": host}).status_code == code
+    response = named_hosts.http.get("/runs", headers={"Host": host})
+
+    assert response.status_code == code, response.text
+    if code == 200:
+        assert "runs" in response.json()
+    else:
+        assert response.json()["detail"].startswith(f"host {host!r} is not allowed: "), response.text
+        assert "add it to DARA_ALLOWED_HOSTS" in response.json()["detail"]
 
 
 def test_a_star_allows_any_host(any_host: Service) -> None:
-    assert any_host.http.get("/runs", headers={"Host": "anything.example"}).status_code == 200
+    response = any_host.http.get("/runs", headers={"Host": "anything.example"})
+
+    assert response.status_code == 200, response.text
+    assert "runs" in response.json()
 
 
 def test_health_answers_probes_on_any_host(open_service: Service) -> None:
     """Probes address a pod by its IP; /health tells nothing worth rebinding for."""
-    assert open_service.http.get("/health", headers={"Host": "10.1.2.3:8000"}).status_code == 200
+    response = open_service.http.get("/health", headers={"Host": "10.1.2.3:8000"})
+
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "ok"
 
 
 def test_a_redirect_never_points_at_a_foreign_host(open_service: Service, any_host: Service) -> None:
@@ -139,6 +153,7 @@ def test_a_redirect_never_points_at_a_foreign_host(open_service: Service, any_ho
     own = open_service.http.get("/runs/?limit=1")
 
     assert refused.status_code == 400
+    assert refused.json()["detail"].startswith("host 'evil.example' is not allowed: "), refused.text
     assert anywhere.status_code == 307, anywhere.text
     assert anywhere.headers["location"] == "/runs"
     assert own.status_code == 307 and own.headers["location"] == "/runs?limit=1"
@@ -182,6 +197,7 @@ def test_a_form_posted_from_another_site_cancels_nothing(open_service: Service) 
     )
 
     assert form.status_code == older_browser.status_code == 403, (form.text, older_browser.text)
+    assert "the browser says it comes from another site (Sec-Fetch-Site: cross-site)" in form.json()["detail"]
     assert "origin 'https://evil.example', which is not DARA's" in older_browser.json()["detail"]
     assert open_service.http.get("/runs/xs-cancel").json()["status"] == "waiting"
 
@@ -195,6 +211,9 @@ def test_a_multipart_upload_from_another_site_is_refused_before_it_is_saved(open
     )
 
     assert response.status_code == 403, response.text
+    assert response.json()["detail"].startswith(
+        "cross-site request refused: POST /runs/upload_and_process changes state"
+    )
     assert_not_started(open_service, "xs-upload")
     uploads = open_service.runtime.settings.state_dir / "uploads"  # nothing else uploads here
     assert not uploads.exists() or not any(path.is_file() for path in uploads.rglob("*"))
@@ -211,6 +230,10 @@ def test_a_json_post_from_a_foreign_origin_starts_nothing(open_service: Service,
     response = open_service.http.post("/runs", json={"pipeline": "waits_for_callback", "id": run_id}, headers=headers)
 
     assert response.status_code == 403, response.text
+    assert response.json()["detail"].startswith(
+        f"cross-site request refused: POST /runs changes state, and it comes from origin {headers['Origin']!r}, "
+        "which is not DARA's; send it from DARA's own pages"
+    ), response.text
     assert_not_started(open_service, run_id)
 
 
@@ -232,8 +255,9 @@ def test_same_origin_and_origin_less_requests_work(open_service: Service, header
     demo = open_service.http.get("/run", params={"id": f"{run_id}-demo"}, headers=filled)
 
     assert started.status_code == 201, started.text
+    assert started.json()["id"] == run_id
     assert demo.status_code == 200, demo.text
-    assert open_service.http.get(f"/runs/{run_id}-demo").status_code == 200
+    assert open_service.http.get(f"/runs/{run_id}-demo").json()["id"] == f"{run_id}-demo"
 
 
 def test_a_named_host_is_an_origin_of_dara(named_hosts: Service) -> None:
@@ -250,7 +274,9 @@ def test_a_named_host_is_an_origin_of_dara(named_hosts: Service) -> None:
     )
 
     assert ok.status_code == 201, ok.text
+    assert ok.json()["id"] == "xs-named"
     assert wrong_port.status_code == 403
+    assert "origin 'https://tools.example.com', which is not DARA's" in wrong_port.json()["detail"]
 
 
 def test_a_star_does_not_open_the_door_to_other_origins(any_host: Service) -> None:
@@ -272,13 +298,18 @@ def test_a_star_does_not_open_the_door_to_other_origins(any_host: Service) -> No
     )
 
     assert own.status_code == behind_tls.status_code == 201, (own.text, behind_tls.text)
+    assert (own.json()["id"], behind_tls.json()["id"]) == ("xs-star", "xs-star-tls")
     assert other.status_code == 403
+    assert "origin 'https://evil.example', which is not DARA's" in other.json()["detail"]
     assert_not_started(any_host, "xs-star-2")
 
 
 def test_reading_from_another_site_is_not_refused(open_service: Service) -> None:
     """A browser keeps a cross-site read's answer from the page (no CORS); only changes are refused."""
-    assert open_service.http.get("/runs", headers=CROSS_SITE).status_code == 200
+    response = open_service.http.get("/runs", headers=CROSS_SITE)
+
+    assert response.status_code == 200, response.text
+    assert "runs" in response.json()
 
 
 def test_the_schema_declares_the_refusals(open_service: Service) -> None:

@@ -97,6 +97,9 @@ def test_only_the_owner_or_an_admin_may_cancel(app: Service) -> None:
         "run 'id-mine' was started by 'ada@example.com', not you ('bob@example.com'); only they "
         "or one of DARA_ADMINS may cancel it"
     )
+    assert by_token.json()["detail"].startswith("run 'id-mine' was started by 'ada@example.com', not you ("), (
+        by_token.text
+    )
     assert still == "waiting"
     assert by_ada.status_code == 200 and by_ada.json()["run"]["status"] == "cancelled"
     assert by_boss.status_code == 200 and by_boss.json()["run"]["status"] == "cancelled"

@@ -28,6 +28,7 @@ def test_a_recorded_url_never_becomes_a_link(service: Service) -> None:
         "/resolve", json={"id": "page-js:2", "value": value, "token": sign(service.http, "page-js:2")}
     )
     assert resolved.status_code == 200, resolved.text
+    assert resolved.json() == {"id": "page-js:2", "state": "resolved", "already_settled": False}
     run = service.wait_for("page-js")
     page = service.http.get("/ui/runs/page-js")
     host = service.runtime.workspace_host.rstrip("/")

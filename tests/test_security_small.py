@@ -76,6 +76,7 @@ def test_a_surrogate_pair_and_an_escaped_backslash_are_fine(plain: Service) -> N
     response = plain.http.post("/runs", content=body, headers={"Content-Type": "application/json"})
 
     assert response.status_code == 201, response.text
+    assert response.json()["id"] == "sur-pair"
 
 
 def test_a_lone_surrogate_in_a_resolve_value_is_refused_in_the_body_and_the_query(plain: Service) -> None:

@@ -96,8 +96,20 @@ def test_details_of_a_job_and_a_pipeline(stocked: Service) -> None:
 
 
 def test_unknown_items_and_bad_input_are_4xx(stocked: Service) -> None:
-    assert stocked.http.get("/workspace/jobs/999999").status_code == 404
-    assert stocked.http.get("/workspace/pipelines/no-such-pipeline").status_code == 404
-    assert stocked.http.get("/workspace/pipelines/bad id!").status_code == 422
-    assert stocked.http.get("/workspace/jobs", params={"schedule": "sometimes"}).status_code == 422
-    assert stocked.http.get("/workspace/jobs", params={"cursor": -1}).status_code == 422
+    def refusal(status: int, path: str, **params: object) -> object:
+        response = stocked.http.get(path, params=params)
+        assert response.status_code == status, response.text
+        detail = response.json()["detail"]
+        return detail if isinstance(detail, str) else [(problem["loc"], problem["msg"]) for problem in detail]
+
+    assert refusal(404, "/workspace/jobs/999999") == "the workspace has no job 999999"
+    assert refusal(404, "/workspace/pipelines/no-such-pipeline") == "the workspace has no pipeline 'no-such-pipeline'"
+    assert refusal(422, "/workspace/pipelines/bad id!") == [
+        (["path", "pipeline_id"], "String should match pattern '^[A-Za-z0-9-]{1,64}$'")
+    ]
+    assert refusal(422, "/workspace/jobs", schedule="sometimes") == [
+        (["query", "schedule"], "Input should be 'any', 'scheduled' or 'unscheduled'")
+    ]
+    assert refusal(422, "/workspace/jobs", cursor=-1) == [
+        (["query", "cursor"], "Input should be greater than or equal to 0")
+    ]
