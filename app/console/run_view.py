@@ -26,8 +26,12 @@ def is_final(run: RunView) -> bool:
 
 
 def version(run: RunView) -> str:
-    """Changes whenever anything shown but the clock does: status, steps and their states."""
+    """Changes whenever anything shown but the clock does: status, steps and their states,
+    why it is queued, its Databricks runs' states and repair windows."""
     parts = [run.status, *(f"{step.id}={step.state}" for step in run.steps)]
+    if run.queued is not None:
+        parts.append(f"queued={run.queued.source}:{run.queued.attempts}:{run.queued.life_cycle_state}")
+    parts += [f"{dbr.run_id}={dbr.life_cycle_state}:{dbr.repairable_until}" for dbr in run.databricks_runs]
     if not is_final(run):  # and every 10 s while in flight, so the durations shown move on
         parts.append(str(int(run.elapsed_seconds // 10)))
     return hashlib.blake2b("|".join(parts).encode(), digest_size=8).hexdigest()
@@ -46,6 +50,7 @@ def run_fragment(run: RunView, *, now: datetime | None = None, embedded: bool = 
     repair = (
         f'<button type="button" class="repair" data-action="{run_path}/repair" data-refused="Not repaired" '
         'data-confirm="Rerun the failed tasks of this run\'s Databricks runs?">Repair failed tasks</button>'
+        f"{_repairable(run)}"
         if not embedded
         else ""
     )
@@ -59,18 +64,43 @@ def run_fragment(run: RunView, *, now: datetime | None = None, embedded: bool = 
     outcome = f'<p class="error"><b>Error:</b> {escape(run.error)}</p>' if run.error else shown(run.result)
     done = sum(step.state != "pending" for step in work)
     return (
-        f"<h1>{escape(run.id)} {badge(run.status)}</h1>"
+        f"<h1>{escape(run.id)} {badge(run.status)}{_queued_badge(run)}</h1>"
         f"<p>Pipeline <code>{escape(run.pipeline)}</code> · started by {escape(run.started_by)} · "
         f'<span class="progress">{done} of {len(work)} steps and waits done</span> · '
         f"{seconds(run.elapsed_seconds)} · deadline {run.deadline:%Y-%m-%d %H:%M} UTC · "
         f'<a href="/runs/{escape(run.id)}">JSON</a> · <code>resonate tree {escape(run.id)}</code>'
         f"{_export_link(run)}</p>"
-        f"{cancel}{outcome}"
+        f"{_queued(run)}{cancel}{outcome}"
         f"<h2>Timeline</h2>{_timeline(run, work, now)}"
         f"{_watchers(run, watchers)}"
         f"{_databricks(run.databricks_runs, embedded)}"
         f"<h2>Parameters</h2>{shown(run.params) or '<p>none</p>'}"
     )
+
+
+def _queued_badge(run: RunView) -> str:
+    return f" {badge('queued')}" if run.queued is not None and not is_final(run) else ""
+
+
+def _queued(run: RunView) -> str:
+    """Why the run waits for room: DARA trying a step again that the workspace refused for
+    capacity, or a Databricks run the workspace holds queued."""
+    queued = run.queued
+    if queued is None or is_final(run):
+        return ""
+    if queued.source == "capacity":
+        tries = f"{queued.attempts} tr{'y' if queued.attempts == 1 else 'ies'} refused"
+        since = f" since {queued.since:%H:%M:%S}" if queued.since else ""
+        upcoming = f", next at {queued.next_attempt_at:%H:%M:%S} UTC" if queued.next_attempt_at else ""
+        what = f"The workspace has no room for step <b>{escape(queued.step or '')}</b> yet: {tries}{since}{upcoming}."
+    else:
+        what = f"The workspace holds Databricks run {queued.databricks_run_id} {escape(queued.life_cycle_state or '')}."
+    return f'<p class="queued"><b>Queued.</b> {what} <span class="hint">{escape(queued.reason)}</span></p>'
+
+
+def _repairable(run: RunView) -> str:
+    until = run.repairable_until
+    return f' <span class="repairable">repairable until {until:%Y-%m-%d %H:%M:%S} UTC</span>' if until else ""
 
 
 def _export_link(run: RunView) -> str:
@@ -193,5 +223,7 @@ def _databricks(runs: list[DatabricksRun], embedded: bool) -> str:
             else ""
         )
         job = f" of job {dbr.job_id}" if dbr.job_id is not None else ""
-        items.append(f"<li>{ours}{job}{theirs}</li>")
+        state = f" {badge(dbr.life_cycle_state.lower(), dbr.life_cycle_state)}" if dbr.life_cycle_state else ""
+        until = f" · repairable until {dbr.repairable_until:%Y-%m-%d %H:%M:%S} UTC" if dbr.repairable_until else ""
+        items.append(f"<li>{ours}{job}{state}{theirs}{until}</li>")
     return f"<h2>Databricks runs</h2><ul>{''.join(items)}</ul>"

@@ -79,3 +79,17 @@ class StepError(Exception):
         if attempts > 1:
             message += f" (after {attempts} attempts)"
         return cls(step, message, hint_for(exc))
+
+
+class NotTriedAgain(StepError):
+    """The run a step works for ended while the step waited to try again, so it was not:
+    a try that got in would start Databricks work for a run nobody waits for or cancels."""
+
+    def __init__(self, step: str, ended: str, capacity: bool) -> None:
+        self.ended = ended
+        self.capacity = capacity
+        waiting = "while waiting for workspace capacity; not started" if capacity else "between tries; not tried again"
+        super().__init__(step, f"{ended} {waiting}")
+
+    def __reduce__(self) -> tuple[type[NotTriedAgain], tuple[str, str, bool]]:  # type: ignore[override]
+        return (NotTriedAgain, (self.step, self.ended, self.capacity))

@@ -7,7 +7,9 @@
 * a **capacity** failure (a full workspace) is waited out, the delay doubling up to
   ``capacity_max_delay``, for as long as the step's deadline allows; then the step
   fails, saying why, rather than sleep past the deadline;
-* anything else fails the step at once, as does a :class:`StepError` (already final).
+* anything else fails the step at once, as does a :class:`StepError` (already final);
+* before each new try, the step stops if the run it works for has ended
+  (app.durable.run_ended): a try that got in would start work nobody waits for.
 
 The SDK's own retry policy cannot tell these apart -- it never sees the exception --
 so it is off (:func:`sdk_retry_policy`) for every function DARA registers and every
@@ -26,7 +28,7 @@ from typing import Any, Literal, Protocol
 
 from resonate.retry import Never
 
-from app.durable.errors import StepError
+from app.durable.errors import NotTriedAgain, StepError
 
 #: The attribute a step's declaration is found under (steps.retryable.retried sets it).
 DECLARATION = "retryable"
@@ -91,9 +93,15 @@ async def call_with_retries(
     name: str | None = None,
     deadline_ms: int | None = None,
     on_retry: Callable[[str], None] | None = None,
+    on_capacity: Callable[[BaseException, float], Awaitable[None]] | None = None,
+    run_ended: Callable[[], Awaitable[str | None]] | None = None,
 ) -> Any:
     """Call ``step`` with ``arguments`` (a synchronous one in a worker thread), retrying as
-    it declares; ``on_retry`` hears of each retry and why: ``transient`` or ``capacity``.
+    it declares; ``on_retry`` hears of each retry and why: ``transient`` or ``capacity``,
+    and ``on_capacity`` of each capacity refusal about to be waited out, with the delay
+    (so the wait can be shown as queued: app.durable.capacity_waits). Before each new try,
+    ``run_ended`` says whether the step's run is over (why, or None): then the step is
+    not tried again but fails with :class:`NotTriedAgain`.
     A failure for good is raised as :class:`StepError`, named ``name`` (default: the step's)."""
     retryable = policy.declared(step)
     delays, waits = policy.delays(), policy.capacity_delays()
@@ -120,5 +128,9 @@ async def call_with_retries(
                 raise StepError.wrap(name or step.__name__, exc, attempts=attempt) from exc
             if on_retry is not None:
                 on_retry(kind or "transient")
+            if kind == "capacity" and on_capacity is not None:
+                await on_capacity(exc, delay)
             await policy.sleep(delay)
+            if run_ended is not None and (ended := await run_ended()) is not None:
+                raise NotTriedAgain(name or step.__name__, ended, capacity=kind == "capacity") from exc
             attempt += 1

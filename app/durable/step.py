@@ -11,7 +11,9 @@ no Resonate context, no retry loop, no threads. This module adapts it for the SD
   vanish from a step's signature.
 * **Retries and threads.** The step is called, in a worker thread if it is synchronous,
   and retried as it declares (steps.retryable) by the runner's one policy
-  (app.durable.retries).
+  (app.durable.retries). While it waits for room in the workspace, each refusal is
+  noted on its promise (app.durable.capacity_waits), so the run reads as queued. Once
+  the step's run has ended, it is not tried again (app.durable.run_ended).
 * **Telemetry.** Each execution of a step, and each retry, is reported to the
   runtime's telemetry (app.durable.telemetry): metrics and, when configured, a span.
 * **Names.** The settled value is ``{"step": name, "result": value}``, so the step's
@@ -30,7 +32,11 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 from resonate.context import Context as ResonateContext
+from resonate.resonate import Resonate
 
+from app.durable import run_ended
+from app.durable.capacity_waits import CapacityLog
+from app.durable.errors import NotTriedAgain
 from app.durable.retries import RetryPolicy, call_with_retries
 from app.durable.run_meta import ANONYMOUS, RUN_META, RunMeta, sdk_parameters
 from app.durable.telemetry import telemetry_of
@@ -184,15 +190,31 @@ def durable_step(
         for param, kind in injected.items():
             arguments[param] = provided.value(kind, info)
         telemetry = telemetry_of(ctx)
+        policy = _retry_policy(ctx)
+        resonate = _resonate(ctx)
+        waits = ended = None
+        if resonate is not None:
+            waits = CapacityLog(resonate, info.id, name, info.deadline_ms, policy.clock)
+            ended = functools.partial(run_ended.how_ended, resonate, info.run_id)
         with telemetry.step(info.run_id, info.id, name):
-            result = await call_with_retries(
-                step,
-                arguments,
-                _retry_policy(ctx),
-                name=name,
-                deadline_ms=info.deadline_ms,
-                on_retry=lambda reason: telemetry.step_retried(name, reason),
-            )
+            try:
+                result = await call_with_retries(
+                    step,
+                    arguments,
+                    policy,
+                    name=name,
+                    deadline_ms=info.deadline_ms,
+                    on_retry=lambda reason: telemetry.step_retried(name, reason),
+                    on_capacity=waits.refused if waits is not None else None,
+                    run_ended=ended,
+                )
+            except NotTriedAgain as exc:
+                if resonate is not None:
+                    await run_ended.reject_step(resonate, info.id, exc)
+                raise
+            finally:
+                if waits is not None:
+                    await waits.over()
         return {"step": name, "result": result}
 
     call.__name__ = call.__qualname__ = name
@@ -201,6 +223,16 @@ def durable_step(
         parameters=sdk_parameters(public), return_annotation=Any
     )
     return call
+
+
+def _resonate(ctx: ResonateContext) -> Resonate | None:
+    """The client the step notes its waits for room with and reads its run by, so any
+    worker shows the run as queued and a wait stops with its run; None on a bare
+    Resonate (a unit test's), which registered no client with itself."""
+    try:
+        return ctx.get_dependency(Resonate)
+    except KeyError:
+        return None
 
 
 def _retry_policy(ctx: ResonateContext) -> RetryPolicy:

@@ -10,7 +10,7 @@ import contextlib
 
 from app.runtime import Runtime
 from app.services.errors import BadCursor, RunNotFound
-from app.services.run_status import RunListItem, RunPage, RunStatus, RunView, read_run
+from app.services.run_status import RunListItem, RunPage, RunStatus, RunView, add_listed_states, read_run
 
 
 async def get_run(runtime: Runtime, run_id: str, *, wait: float = 0) -> RunView:
@@ -26,6 +26,8 @@ async def get_run(runtime: Runtime, run_id: str, *, wait: float = 0) -> RunView:
             await asyncio.wait_for(handle.result(), timeout=wait)
         run = await read_run(runtime.resonate, run_id, workspace_host=host)
         assert run is not None
+    # What the workspace holds queued, from the listing the run watchers make: no call of its own.
+    add_listed_states(run, runtime.active_runs.listed_state)
     return run
 
 

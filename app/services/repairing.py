@@ -13,6 +13,7 @@ import asyncio
 
 from pydantic import BaseModel, Field
 
+from app import repair_windows
 from app.runtime import Runtime
 from app.security import audit
 from app.services.errors import NotRepairable, NotYours, RunNotFound
@@ -52,7 +53,7 @@ async def repair(runtime: Runtime, run_id: str, user: str) -> Repair:
     watched = [databricks.run_id for databricks in run.databricks_runs if databricks.state is None]
     if not watched:
         raise NotRepairable(run_id, "it waits for no Databricks run")
-    repairs = [await _repair_databricks(runtime, databricks_run) for databricks_run in watched]
+    repairs = [await _repair_databricks(runtime, run_id, databricks_run) for databricks_run in watched]
     if all(done.repair_id is None for done in repairs):
         raise NotRepairable(run_id, "; ".join(f"{done.error}" for done in repairs))
     audit(user, "repaired", run_id, run.pipeline)
@@ -61,9 +62,11 @@ async def repair(runtime: Runtime, run_id: str, user: str) -> Repair:
     return Repair(run=repaired, databricks=repairs)
 
 
-async def _repair_databricks(runtime: Runtime, run_id: int) -> DatabricksRepair:
+async def _repair_databricks(runtime: Runtime, run_id: str, databricks_run_id: int) -> DatabricksRepair:
     try:
-        repair_id = await asyncio.to_thread(repair_run, runtime.workspace, run_id)
+        repair_id = await asyncio.to_thread(repair_run, runtime.workspace, databricks_run_id)
     except Exception as exc:  # noqa: BLE001 -- reported, not raised: the other runs may still be repaired
-        return DatabricksRepair(run_id=run_id, error=f"{type(exc).__name__}: {exc}")
-    return DatabricksRepair(run_id=run_id, repair_id=repair_id)
+        return DatabricksRepair(run_id=databricks_run_id, error=f"{type(exc).__name__}: {exc}")
+    # It runs again: no longer repairable (a failure of the rerun opens a window of its own).
+    await repair_windows.close(runtime.resonate, run_id, databricks_run_id)
+    return DatabricksRepair(run_id=databricks_run_id, repair_id=repair_id)

@@ -6,24 +6,30 @@ A run is its root promise (id = run id, param = the pipeline and its arguments, 
 ``<id>:2``, ... in call order. Reading them back is all a status view needs, so there
 is no task store to keep in step with them: ``GET /runs/{id}`` and ``resonate tree``
 can never disagree. How the SDK lays those promises out is app.durable.resonate_format's
-to know; this module says what they mean to a user.
+to know; this module says what they mean to a user. Beside them, run notes -- promises
+too -- say whether a step waits for room (``queued``) and until when a failed Databricks
+run may be repaired. Only ``add_listed_states`` reads something else: the worker's
+listing of the workspace's active runs, which it already has.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
-from resonate.error import ServerError
 from resonate.resonate import Resonate
 from resonate.timing import now_ms
 from resonate.types import PromiseRecord
 
-from app.durable import resonate_format
+from app import repair_windows
+from app.active_runs import ListedState
+from app.durable import capacity_waits, resonate_format
 from app.durable.errors import TIMED_OUT
+from app.durable.resonate_format import get_promise
 from app.durable.run_meta import RUN_META, RunMeta
 from app.settings import Settings
 
@@ -56,6 +62,36 @@ class DatabricksRun(BaseModel):
         description="How the Databricks run ended (SUCCESS, FAILED, CANCELED, ...), as its run "
         "watcher recorded it; null while it is watched, or for a run nobody watched.",
     )
+    life_cycle_state: str | None = Field(
+        default=None,
+        description="While it is watched: its life cycle state (QUEUED, PENDING, RUNNING, ...) in the "
+        "workspace's last listing of active runs, up to DARA_WATCH_INTERVAL old; null when this "
+        "worker has no recent listing showing it.",
+    )
+    repairable_until: datetime | None = Field(
+        default=None,
+        description="It ended FAILED or TIMEDOUT and `POST /runs/{id}/repair` may rerun its failed "
+        "tasks until then (DARA_REPAIR_WINDOW); null otherwise.",
+    )
+
+
+class Queued(BaseModel):
+    """Why a run in flight is not working but waiting for room: DARA trying again to start
+    something the workspace refused for capacity, or a Databricks run the workspace holds."""
+
+    source: Literal["capacity", "workspace"] = Field(
+        description="`capacity`: the workspace refused a step for capacity (full run queue, 429, "
+        "RESOURCE_EXHAUSTED) and DARA tries again until the run's deadline; `workspace`: a "
+        "Databricks run is QUEUED or PENDING in the workspace."
+    )
+    reason: str = Field(description="The workspace's message.")
+    step_id: str | None = Field(default=None, description="`capacity`: the step being tried again.")
+    step: str | None = Field(default=None, description="`capacity`: its name.")
+    attempts: int | None = Field(default=None, description="`capacity`: tries refused so far.")
+    since: datetime | None = Field(default=None, description="`capacity`: when the first was refused.")
+    next_attempt_at: datetime | None = Field(default=None, description="`capacity`: when it is tried next.")
+    databricks_run_id: int | None = Field(default=None, description="`workspace`: the Databricks run.")
+    life_cycle_state: str | None = Field(default=None, description="`workspace`: QUEUED or PENDING.")
 
 
 class StepView(BaseModel):
@@ -95,6 +131,16 @@ class RunView(BaseModel):
     error: str | None = None
     steps: list[StepView] = []
     databricks_runs: list[DatabricksRun] = []
+    queued: Queued | None = Field(
+        default=None,
+        description="Set while the run waits for room in the workspace rather than for work; "
+        "its status stays `running` or `waiting`. Null otherwise.",
+    )
+    repairable_until: datetime | None = Field(
+        default=None,
+        description="Until when `POST /runs/{id}/repair` may rerun the failed tasks of a Databricks "
+        "run it waits for (the latest of its Databricks runs' `repairable_until`); null if none may be.",
+    )
 
 
 class RunSummary(BaseModel):
@@ -164,25 +210,22 @@ class RunPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end.")
 
 
-async def get_promise(resonate: Resonate, id: str) -> PromiseRecord | None:
-    try:
-        return await resonate.promises.get(id)
-    except ServerError as exc:
-        if exc.code == 404:
-            return None
-        raise
-
-
 async def read_run(
-    resonate: Resonate, run_id: str, *, with_steps: bool = True, workspace_host: str | None = None
+    resonate: Resonate,
+    run_id: str,
+    *,
+    with_steps: bool = True,
+    workspace_host: str | None = None,
+    root: PromiseRecord | None = None,
 ) -> RunView | None:
     """The run ``run_id`` with every step so far, or None if there is no such run.
 
     ``with_steps=False`` reads the root promise alone: one request instead of one per step.
     ``workspace_host`` is where links to the run's Databricks runs point. Each value is
     in the view once: a step whose result the run returned is marked, not repeated.
+    ``root``: the run's root promise, already in hand (a start's create reply): not read.
     """
-    root = await get_promise(resonate, run_id)
+    root = root if root is not None else await get_promise(resonate, run_id)
     if root is None or not is_run(root):
         return None
     steps: list[StepView] = []
@@ -203,6 +246,10 @@ async def read_run(
         run for step in steps if step.kind == "step" and (run := _databricks_run(step.result, workspace_host))
     ]
     _add_final_states(databricks_runs, steps)
+    queued, repairable = None, None
+    if root.state == "pending":
+        queued = await _capacity_wait(resonate, steps)
+        repairable = await _add_repair_windows(resonate, run_id, databricks_runs)
     if root.state == "resolved" and result is not None:
         _show_once(steps, result)
     return RunView(
@@ -221,6 +268,8 @@ async def read_run(
         error=error,
         steps=steps,
         databricks_runs=databricks_runs,
+        queued=queued,
+        repairable_until=repairable,
     )
 
 
@@ -353,6 +402,61 @@ def _add_final_states(runs: list[DatabricksRun], steps: list[StepView]) -> None:
     }
     for run in runs:
         run.state = ended.get(run.run_id)
+
+
+async def _capacity_wait(resonate: Resonate, steps: list[StepView]) -> Queued | None:
+    """The run is queued if a step of it is waiting for room (app.durable.capacity_waits):
+    one read per pending step, which only steps in flight are."""
+    for step in steps:
+        if (
+            step.kind == "step"
+            and step.state == "pending"
+            and (wait := await capacity_waits.current(resonate, step.id))
+        ):
+            return Queued(
+                source="capacity",
+                reason=wait.reason,
+                step_id=step.id,
+                step=wait.step,
+                attempts=wait.attempts,
+                since=_time(wait.since_ms),
+                next_attempt_at=_time(wait.next_attempt_ms),
+            )
+    return None
+
+
+#: Life cycle states in which the workspace holds a run before it runs.
+WORKSPACE_QUEUED = ("QUEUED", "PENDING")
+
+
+def add_listed_states(run: RunView, listed: Callable[[int], ListedState | None]) -> None:
+    """Each watched Databricks run's life cycle state as ``listed`` (the worker's last
+    listing of active runs, app.active_runs) shows it; one QUEUED or PENDING there makes
+    the run queued, unless a step of it already waits for room."""
+    if run.status not in ("running", "waiting"):
+        return
+    for databricks in run.databricks_runs:
+        shown = listed(databricks.run_id) if databricks.state is None else None
+        if shown is None or not shown.life_cycle_state:
+            continue
+        databricks.life_cycle_state = shown.life_cycle_state
+        if run.queued is None and shown.life_cycle_state in WORKSPACE_QUEUED:
+            run.queued = Queued(
+                source="workspace",
+                reason=shown.message
+                or f"the workspace holds Databricks run {databricks.run_id} {shown.life_cycle_state}",
+                databricks_run_id=databricks.run_id,
+                life_cycle_state=shown.life_cycle_state,
+            )
+
+
+async def _add_repair_windows(resonate: Resonate, run_id: str, runs: list[DatabricksRun]) -> datetime | None:
+    """Each watched Databricks run's repair window, as its watcher noted it (app.repair_windows);
+    the latest, for the run."""
+    for run in runs:
+        if run.state is None and (until := await repair_windows.repairable_until(resonate, run_id, run.run_id)):
+            run.repairable_until = _time(until)
+    return max((run.repairable_until for run in runs if run.repairable_until), default=None)
 
 
 #: Where DARA shows the embedded workspace's runs: ``{this}/jobs/{job}/runs/{run}``.
