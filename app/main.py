@@ -31,6 +31,7 @@ from app.routers import (
     pages,
     pipelines,
     resonate_protocol,
+    run_events,
     runs,
     uploads,
     workspace,
@@ -90,10 +91,12 @@ def create_app(
         exports.router,
         metrics.router,
         health.router,
+        run_events.router,
     ):
         # Open: /health for probes; /resolve and /reject, which check their per-promise
-        # token. Every other router, including any added to this list, needs API access.
-        guarded = all(router is not open_ for open_ in (health.router, callbacks.router))
+        # token; Databricks' run events, which check the destination's Basic auth. Every
+        # other router, including any added to this list, needs API access.
+        guarded = all(router is not open_ for open_ in (health.router, callbacks.router, run_events.router))
         app.include_router(
             router,
             dependencies=access.dependencies() if guarded else None,

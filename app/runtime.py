@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING, Any
 from databricks.sdk import WorkspaceClient
 from resonate.resonate import Resonate
 from resonate.timing import now_ms
+from resonate.types import PromiseRecord
 from resonate_base.connections import Network
 
 from app.active_runs import ActiveRuns
 from app.callback_tokens import CallbackSigner, load_or_create_secret
 from app.durable import Pipeline, RunMeta, catalog
+from app.durable.create_replies import CreateReplies
 from app.durable.in_process import InProcessServer
 from app.durable.lakebase import RotatingPassword, lakebase_credential
 from app.durable.retries import sdk_retry_policy
@@ -32,9 +34,11 @@ from app.durable.run_index import InProcessRunIndex, PostgresRunIndex, RunIndex,
 from app.durable.run_meta import RUN_META
 from app.logs import bind_run
 from app.metrics import Metrics
+from app.services.run_events import RunEventChecks
 from app.services.run_status import links_host
 from app.settings import Settings
 from app.tracing import Tracing
+from app.watched_runs import WatchedRuns
 from app.wiring import service_pipelines, wire_runtime
 from app.workspace.client import workspace_client
 from app.workspace.deploy import deploy_demo
@@ -131,6 +135,8 @@ class Runtime:
     #: OpenTelemetry spans, when OTEL_EXPORTER_OTLP_ENDPOINT is set and the otel extra installed.
     tracing: Tracing | None = field(default=None, repr=False)
     _collector: asyncio.Task[None] | None = field(default=None, repr=False)
+    #: With run events on, reads the paced listing's pages between the watchers' looks.
+    _lister: asyncio.Task[None] | None = field(default=None, repr=False)
     #: Lists the backend's runs (app.durable.run_index); by default, the backend's own.
     run_index: RunIndex = None  # type: ignore[assignment]  # __post_init__ fills it in
     #: Where task graphs are read (DARA_JOBS_ROOT), for routes and steps alike.
@@ -141,12 +147,24 @@ class Runtime:
     uploads: UploadStore = field(init=False)
     #: The workspace's active runs, listed once per DARA_WATCH_INTERVAL for every run watcher.
     active_runs: ActiveRuns = field(init=False)
+    #: The runs this process's watchers look at, for the run events that name them.
+    watched_runs: WatchedRuns = field(init=False)
+    #: The checks Databricks' run events start (app.services.run_events).
+    run_events: RunEventChecks = field(init=False)
 
     def __post_init__(self) -> None:
         self.task_graphs = TaskGraphRoot(self.settings.jobs_root)
         self.workspace_root = WorkspaceRoot(self.settings.notebook_dir)
         self.uploads = UploadStore(self.settings.state_dir / "uploads")
-        self.active_runs = ActiveRuns(self.workspace, self.settings.watch_interval.total_seconds())
+        # With run events on, the listing is only their backstop, paced to a call budget.
+        paced = self.settings.watch_calls_per_minute if self.settings.run_events_enabled else None
+        self.active_runs = ActiveRuns(
+            self.workspace, self.settings.watch_interval.total_seconds(), calls_per_minute=paced
+        )
+        self.watched_runs = WatchedRuns()
+        self.run_events = RunEventChecks(
+            self.resonate, self.workspace, self.active_runs, self.watched_runs, self.settings
+        )
         if self.run_index is None:
             self.run_index = run_index(self.settings, self.resonate, self.local_server, self.network)
 
@@ -211,6 +229,8 @@ class Runtime:
         runtime.metrics.count_databricks_errors(workspace)
         runtime.wire()
         runtime._collector = asyncio.create_task(runtime.collect_old_runs(), name="dara-run-retention")
+        if runtime.active_runs.paced is not None:
+            runtime._lister = asyncio.create_task(runtime.active_runs.keep_listing(), name="dara-paced-listing")
         # Uploads a run never took (the service stopped first) outlive no run's deadline.
         purged = await asyncio.to_thread(runtime.uploads.purge, settings.run_deadline)
         if purged:
@@ -235,21 +255,31 @@ class Runtime:
         """Whether ``user`` may cancel a run ``started_by`` started: its owner or an admin."""
         return user == started_by or user in self.settings.admins
 
-    async def start_run(self, run_id: str, pipeline: Pipeline, params: dict[str, Any], *, started_by: str) -> RunMeta:
+    async def start_run(
+        self, run_id: str, pipeline: Pipeline, params: dict[str, Any], *, started_by: str
+    ) -> tuple[RunMeta, PromiseRecord | None]:
         """Start ``pipeline`` as ``run_id`` for ``started_by``; returns once its root promise exists.
 
         Starting an id that exists already is a no-op: Resonate dedupes on the id, and
         the run keeps the facts (owner, incarnation) of its first start. Returns the facts
-        this start offered: the run is this start's if its incarnation is theirs.
+        this start offered (the run is this start's if its incarnation is theirs) and,
+        where the backend keeps create replies, the run's root promise as the create
+        found or made it (else None: read it).
         """
         deadline: timedelta = pipeline.deadline or self.settings.run_deadline
         facts = RunMeta.new(started_by)
         meta = {RUN_META: facts.as_kwarg()}
         bind_run(run_id)  # the rest of this request's log lines are about this run
-        with eager_tasks() if self.local_server is not None else contextlib.nullcontext():
-            handle = self.resonate.options(timeout=deadline).run(run_id, pipeline.durable, **params, **meta)
-        await handle.id()
-        return facts
+        replies: CreateReplies | None = getattr(self.network, "create_replies", None)
+        if replies is not None:
+            replies.expect(run_id)
+        try:
+            with eager_tasks() if self.local_server is not None else contextlib.nullcontext():
+                handle = self.resonate.options(timeout=deadline).run(run_id, pipeline.durable, **params, **meta)
+            await handle.id()
+        finally:
+            root = replies.take(run_id, self.resonate) if replies is not None else None
+        return facts, root
 
     async def collect_old_runs(self, every: float | None = None) -> None:
         """Delete runs that ended more than DARA_RUN_RETENTION ago: at start, then every
@@ -267,7 +297,10 @@ class Runtime:
     async def stop(self) -> None:
         if self._collector is not None:
             self._collector.cancel()
+        if self._lister is not None:
+            self._lister.cancel()
         try:
+            await self.run_events.close()
             await asyncio.wait_for(self.resonate.stop(), timeout=10)
         except TimeoutError:
             logger.warning("Resonate did not stop within 10s; leaving its tasks to the server")

@@ -232,6 +232,27 @@ class Settings(BaseSettings):
         "listing of the workspace's active runs they share may get (ISO 8601 or seconds). A run "
         "that ends without calling back is noticed within two intervals and a 5 s grace period.",
     )
+    run_events_user: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="User name Databricks' job notifications (a webhook notification destination "
+        "with HTTP Basic auth) send to POST /api/databricks/run-events. With DARA_RUN_EVENTS_PASSWORD "
+        "it turns run events on: a run's end is checked when Databricks says it ended, and the "
+        "listing of active runs becomes a backstop paced by DARA_WATCH_CALLS_PER_MINUTE.",
+    )
+    run_events_password: SecretStr | None = Field(
+        default=None,
+        description="Password of that destination (16+ characters).",
+    )
+    watch_calls_per_minute: int = Field(
+        default=6,
+        ge=1,
+        le=600,
+        description="With run events on: the Databricks calls a minute the backstop listing of active "
+        "runs may make, whatever the number of waiting runs (a listing of many runs takes longer). "
+        "A run that ends costs one more read, from its event or the listing.",
+    )
     repair_window: Duration = Field(
         default=timedelta(0),
         ge=timedelta(0),
@@ -310,6 +331,25 @@ class Settings(BaseSettings):
             )
             raise ValueError(msg)
         return self
+
+    @model_validator(mode="after")
+    def _run_events_need_both_credentials(self) -> Settings:
+        # Half a configuration would leave the route open or silently off: refuse it.
+        if (self.run_events_user is None) != (self.run_events_password is None):
+            msg = (
+                "set both DARA_RUN_EVENTS_USER and DARA_RUN_EVENTS_PASSWORD (the user name and password "
+                "of Databricks' webhook notification destination), or neither"
+            )
+            raise ValueError(msg)
+        if self.run_events_password is not None and len(self.run_events_password.get_secret_value()) < 16:
+            msg = "DARA_RUN_EVENTS_PASSWORD must be at least 16 characters: whoever guesses it can make DARA read runs"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def run_events_enabled(self) -> bool:
+        """Whether Databricks' job notifications are taken (POST /api/databricks/run-events)."""
+        return self.run_events_user is not None and self.run_events_password is not None
 
     @property
     def callback_base_urls(self) -> tuple[str, ...]:

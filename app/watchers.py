@@ -32,7 +32,9 @@ waiting on, so the pipeline fails with a clear message instead of hanging.
   workspace's active runs per ``DARA_WATCH_INTERVAL``, shared by every watcher of the
   process (app.active_runs), and only a run missing from it is read on its own. The
   watcher looks once per interval, so a run that dies is noticed within two
-  intervals (the listing's age, then the look) plus the grace period.
+  intervals (the listing's age, then the look) plus the grace period. With run events
+  on, Databricks' notification that a run ended has it checked at once, by the same
+  :func:`check_run` (app.services.run_events), and the listing is a paced backstop.
 
   The watcher the pipeline starts holds the record: it creates a promise, starts the
   first look and waits for the last look to settle that promise with how the run
@@ -59,15 +61,17 @@ from resonate.resonate import Resonate
 from resonate.timing import now_ms
 from resonate.types import Value
 
+from app import repair_windows
 from app.active_runs import ActiveRuns
 from app.durable.context import Context
 from app.durable.errors import StepError, WaitTimedOut
 from app.durable.pipeline import PipelineFunction
-from app.durable.resonate_format import rejection
+from app.durable.resonate_format import rejection, run_of
 from app.durable.step import StepInfo
 from app.exit_values import read_exit_values
 from app.services.run_status import links_host, run_link
 from app.settings import Settings
+from app.watched_runs import WatchedRun, WatchedRuns
 from steps.jobs import REPAIRABLE_RESULTS, JobRun, cancel_run, run_state
 from steps.run_errors import failed_task_errors
 
@@ -110,7 +114,7 @@ def expire_promise(ctx: Context, promise_id: str, timeout: float) -> Generator[A
     # Started with the promise, so sleeping the whole timeout ends at its deadline (to
     # within milliseconds); expire() still checks it is pending before rejecting it.
     yield ctx.sleep(timedelta(seconds=timeout))
-    return (yield ctx.run(expire, promise_id, timeout))
+    return (yield from ctx.run(expire, promise_id, timeout))
 
 
 # -- Databricks runs ------------------------------------------------------------------
@@ -137,6 +141,7 @@ async def look_at_run(
     w: WorkspaceClient,
     active: ActiveRuns,
     settings: Settings,
+    watched: WatchedRuns,
     info: StepInfo,
     run: JobRun,
     promise_id: str,
@@ -149,14 +154,19 @@ async def look_at_run(
 
     Never raises: a look that cannot be made (Databricks or Resonate unreachable) is
     made again an interval later. Not forever -- the wait's own deadline settles it.
+    Each look notes the run in ``watched``, so that a run event for it can be checked.
     """
+    watched.note(WatchedRun(run, promise_id, settle, info.deadline_ms))
     try:
-        return await _look(resonate, w, active, settings, info, run, promise_id, check, settle, final, cancelled)
+        look = await _look(resonate, w, active, settings, info, run, promise_id, check, settle, final, cancelled)
     except Exception as exc:  # noqa: BLE001 -- see the docstring
         logger.warning(
             "could not look at Databricks run %s (next look in %.0f s): %s", run.run_id, active.interval, exc
         )
         return Look("unreachable", seconds=_pace(active.interval, _seconds_left(info)))
+    if look.state is not None:
+        watched.forget(run.run_id)
+    return look
 
 
 async def _look(
@@ -210,7 +220,10 @@ async def _deadline_near(resonate: Resonate, run_id: str) -> bool:
 
 async def _final_state(w: WorkspaceClient, active: ActiveRuns, run: JobRun, *, trust_listing: bool) -> str | None:
     """How the run ended, or None while it runs. After a cancel, the listing (up to an
-    interval old) would still show the run: it is read on its own then."""
+    interval old) would still show the run: it is read on its own then. A run already
+    read as ended (by a run event, or this watcher's final look) is not read again."""
+    if (ended := active.ended_as(run.run_id)) is not None:
+        return ended
     if trust_listing and await active.is_active(run.run_id):
         return None
     details = await asyncio.to_thread(w.jobs.get_run, run.run_id)
@@ -250,6 +263,7 @@ async def check_run(
     *,
     active: ActiveRuns,
     settings: Settings,
+    details: jobs.Run | None = None,
 ) -> Verdict:
     """Look at the promise and the run; on the ``final`` look, settle it if the run ended.
 
@@ -257,21 +271,27 @@ async def check_run(
     SUCCESS with a ``dbutils.notebook.exit`` value, which resolves it, or ``settle``
     says nobody was going to call back (a job of plain notebooks), in which case a
     successful run resolves it with the per-task results. A run still in the listing
-    of active runs is not read at all.
+    of active runs is not read at all; ``details`` is the run as a run event just read
+    it (app.services.run_events), whatever the listing says.
     """
     if (await resonate.promises.get(promise_id)).state != "pending":
         return "settled"
-    if await active.is_active(run.run_id):
-        return "waiting"
-    details = await asyncio.to_thread(w.jobs.get_run, run.run_id)
+    if details is None:
+        if await active.is_active(run.run_id):
+            return "waiting"
+        details = await asyncio.to_thread(w.jobs.get_run, run.run_id)
     state = details.state
     if state is None or state.life_cycle_state not in _ENDED:
         active.saw_active(run.run_id)  # started after the listing: not read again until the next
         return "waiting"
-    if repairable_until(details, settings) > now_ms():
-        return "waiting"  # POST /runs/{id}/repair may still rerun its failed tasks
+    if (until := repairable_until(details, settings)) > now_ms():
+        # POST /runs/{id}/repair may still rerun its failed tasks: GET /runs/{id} says until when.
+        if not settings.uses_embedded_workspace and details.end_time:  # which cannot repair
+            await repair_windows.note_open(resonate, run_of(promise_id), run.run_id, details.end_time, until)
+        return "waiting"
     if not final:
         return "ended"
+    active.saw_ended(run.run_id, run_state(state))  # its watcher records that without reading it again
     outcome = state.result_state.value if state.result_state else state.life_cycle_state.value
     report = run_report(details)
     if settle and outcome == "SUCCESS":
@@ -301,6 +321,15 @@ async def check_run(
     )
     settled = await resonate.promises.reject(promise_id, rejection(message))
     return "rejected" if settled.state == "rejected" else "settled"
+
+
+def ended_state(run: jobs.Run, settings: Settings) -> str | None:
+    """How ``run`` ended (``SUCCESS``, ``FAILED``, ...); None while it runs, or while a
+    repair may still run it again (``DARA_REPAIR_WINDOW``)."""
+    state = run.state
+    if state is None or state.life_cycle_state not in _ENDED or repairable_until(run, settings) > now_ms():
+        return None
+    return run_state(state)
 
 
 def repairable_until(run: jobs.Run, settings: Settings) -> int:
@@ -359,11 +388,11 @@ def watch_run(
         record_to = yield ended.id()
         yield ctx.detach(WATCH, run, promise_id, 1, settle, record_to, False)
         return (yield ended)
-    look: Look = yield ctx.run(look_at_run, run, promise_id, check, settle=settle, cancelled=cancelled)
+    look = yield from ctx.run(look_at_run, run, promise_id, check, settle=settle, cancelled=cancelled)
     if look.verdict == "ended":
         if not settle:  # a callback may still be on its way
             yield ctx.sleep(timedelta(seconds=GRACE_SECONDS))
-        look = yield ctx.run(look_at_run, run, promise_id, check, settle=settle, final=True, cancelled=cancelled)
+        look = yield from ctx.run(look_at_run, run, promise_id, check, settle=settle, final=True, cancelled=cancelled)
     if look.cancel:
         try:
             yield ctx.run(cancel_run, run.run_id)

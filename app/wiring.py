@@ -27,6 +27,7 @@ from app.durable.telemetry import TelemetryHook
 from app.metrics import Metrics
 from app.observability import Observability
 from app.settings import Settings
+from app.watched_runs import WatchedRuns
 from app.watchers import EXPIRE, WATCH, WATCHERS
 from pipelines import PIPELINES
 from steps.injected import CallbackIssuer, StepIdentity
@@ -72,6 +73,7 @@ def step_dependencies(runtime: Runtime) -> StepDependencies:
         .provide(UploadStore, runtime.uploads)
         # The watchers' own steps (app.watchers); they get Resonate from wire().
         .provide(ActiveRuns, runtime.active_runs)
+        .provide(WatchedRuns, runtime.watched_runs)
         .provide(Settings, runtime.settings)
         .provide(Metrics, runtime.metrics)
     )

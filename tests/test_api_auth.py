@@ -35,6 +35,8 @@ OPEN_OPERATIONS = {
     ("post", "/api/reject"),
     ("post", "/resolve"),
     ("post", "/reject"),
+    # Databricks' job notifications check the destination's Basic auth (tests/test_run_events.py).
+    ("post", "/api/databricks/run-events"),
     # The console's way in: a browser trades the token for a session cookie (tests/test_console_access.py).
     ("get", "/ui/login"),
     ("post", "/ui/login"),
@@ -90,7 +92,10 @@ def app_behind_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servi
 
 @pytest.mark.parametrize("path", ["/health", "/docs", "/openapi.json"])
 def test_health_and_docs_need_no_token(guarded: Service, path: str) -> None:
-    assert guarded.http.get(path).status_code == 200
+    response = guarded.http.get(path)
+
+    assert response.status_code == 200, response.text
+    assert {"/health": '"status":"ok"', "/docs": "SwaggerUIBundle", "/openapi.json": '"openapi"'}[path] in response.text
 
 
 def test_callbacks_need_no_api_token_only_their_own(guarded: Service) -> None:
@@ -147,14 +152,20 @@ def test_every_other_route_needs_the_token(guarded: Service, method: str, path: 
     ],
 )
 def test_the_right_token_gets_through(guarded: Service, method: str, path: str, code: int) -> None:
-    assert guarded.http.request(method, path, headers=BEARER).status_code == code
+    response = guarded.http.request(method, path, headers=BEARER)
+
+    assert response.status_code == code, response.text
+    assert "API token" not in response.text  # answered by the route, not refused by the guard
+    if code == 404:
+        assert response.json()["detail"].startswith("no run 'some-run'"), response.text
 
 
 def test_the_scheme_is_case_insensitive_and_the_schema_declares_it(guarded: Service) -> None:
     response = guarded.http.get("/runs", headers={"Authorization": f"bearer {TOKEN}"})
     schema = guarded.http.get("/openapi.json").json()
 
-    assert response.status_code == 200
+    assert response.status_code == 200, response.text
+    assert "runs" in response.json()
     assert schema["components"]["securitySchemes"]["DARA_API_TOKEN"] == {
         "type": "http",
         "scheme": "bearer",
@@ -166,7 +177,10 @@ def test_the_scheme_is_case_insensitive_and_the_schema_declares_it(guarded: Serv
 
 
 def test_without_a_token_configured_the_api_is_open(service: Service) -> None:
-    assert service.http.get("/runs").status_code == 200
+    response = service.http.get("/runs")
+
+    assert response.status_code == 200, response.text
+    assert "runs" in response.json()
     assert "securitySchemes" not in service.http.get("/openapi.json").json().get("components", {})
 
 
@@ -184,23 +198,36 @@ def test_a_short_token_is_refused_at_start(tmp_path: Path) -> None:
     ids=["all", "email", "user"],
 )
 def test_a_forwarded_user_needs_no_token_when_trusted(app_behind_proxy: Service, headers: dict[str, str]) -> None:
-    assert app_behind_proxy.http.get("/runs", headers=headers).status_code == 200
+    response = app_behind_proxy.http.get("/runs", headers=headers)
+
+    assert response.status_code == 200, response.text
+    assert "runs" in response.json()
 
 
 def test_behind_the_proxy_the_token_still_works_and_nothing_else_does(app_behind_proxy: Service) -> None:
-    assert app_behind_proxy.http.get("/runs", headers=BEARER).status_code == 200
+    with_token = app_behind_proxy.http.get("/runs", headers=BEARER)
     only_name = app_behind_proxy.http.get("/runs", headers={"X-Forwarded-Preferred-Username": "ada"})
     nothing = app_behind_proxy.http.get("/runs")
 
+    assert with_token.status_code == 200 and "runs" in with_token.json(), with_token.text
     assert only_name.status_code == nothing.status_code == 401
-    assert nothing.json()["detail"] == (
-        "missing API token: no Authorization header; send `Authorization: Bearer <DARA_API_TOKEN>` "
-        "or come through the Databricks Apps proxy, which sets X-Forwarded-Email"
+    assert (
+        only_name.json()["detail"]
+        == nothing.json()["detail"]
+        == (
+            "missing API token: no Authorization header; send `Authorization: Bearer <DARA_API_TOKEN>` "
+            "or come through the Databricks Apps proxy, which sets X-Forwarded-Email"
+        )
     )
 
 
 def test_forwarded_users_are_not_trusted_unless_configured(guarded: Service) -> None:
-    assert guarded.http.get("/runs", headers=ADA).status_code == 401
+    response = guarded.http.get("/runs", headers=ADA)
+
+    assert response.status_code == 401, response.text
+    assert response.json()["detail"] == (
+        "missing API token: no Authorization header; send `Authorization: Bearer <DARA_API_TOKEN>`"
+    )
 
 
 def test_trusting_the_proxy_without_a_token_still_refuses_requests_from_elsewhere(tmp_path: Path) -> None:
@@ -275,7 +302,8 @@ def test_run_starts_and_cancels_are_logged_with_the_user(
         )
         cancelled = app_behind_proxy.http.post("/runs/auth-audit/cancel", headers=ADA)
 
-    assert (started.status_code, cancelled.status_code) == (201, 200)
+    assert (started.status_code, cancelled.status_code) == (201, 200), (started.text, cancelled.text)
+    assert (started.json()["id"], cancelled.json()["run"]["status"]) == ("auth-audit", "cancelled")
     messages = [r.getMessage() for r in caplog.records if r.name == "app.audit" and r.levelno == logging.INFO]
     assert any("ada@example.com" in m and "auth-audit" in m for m in messages), messages
     assert any("ada@example.com cancelled" in m and "auth-audit" in m for m in messages), messages
@@ -381,7 +409,8 @@ def test_a_run_started_with_the_token_is_reachable_through_the_proxy_too(app_beh
         "/runs", json={"pipeline": "waits_for_callback", "id": "auth-both"}, headers=BEARER
     )
 
-    assert started.status_code == 201
+    assert started.status_code == 201, started.text
+    assert started.json()["id"] == "auth-both"
     assert app_behind_proxy.http.get("/runs/auth-both", headers=ADA).json()["id"] == "auth-both"
 
 

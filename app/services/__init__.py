@@ -6,5 +6,6 @@
 - ``settling``: where a callback is verified and its wait settled;
 - ``cancelling``: ending a run and the Databricks runs it started;
 - ``repairing``: rerunning the failed tasks of the Databricks runs a run waits on;
+- ``run_events``: Databricks' job notifications, and the check of the run each names;
 - ``errors``: what they refuse. Routers translate those to statuses (app.routers.answers).
 """
