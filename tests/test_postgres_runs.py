@@ -4,6 +4,7 @@ deleted, and one embedded workspace per database. Real Postgres, real HTTP."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,7 +66,35 @@ def test_runs_are_listed_newest_first_a_page_at_a_time(service: Service) -> None
     assert [run["id"] for run in done["runs"]] == ["list-b"]
     assert bad.status_code == 422 and "is not one this server issued" in bad.json()["detail"]
     assert huge.status_code == 422, huge.text
+    assert huge.json()["detail"] == f"cursor {'9' * 30 + '.list-a'!r} is not one this server issued; start without one"
     assert page.status_code == 200 and 'href="/ui/runs/list-a"' in page.text
+
+
+def test_a_start_learns_it_created_its_run_from_the_create_itself(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The create's reply carries the run as stored, with its creator's incarnation: a
+    start answers from it, without a second round trip to read the run back."""
+    backend = service.runtime.network
+    real_send = backend.send
+    sent: list[tuple[str, str]] = []
+
+    async def recording_send(req: str, headers: dict[str, str] | None = None) -> str:
+        envelope = json.loads(req)
+        sent.append((envelope["kind"], envelope.get("data", {}).get("id", "")))
+        return await real_send(req, headers)
+
+    monkeypatch.setattr(backend, "send", recording_send)
+    first = service.http.post("/runs", json={"pipeline": "waits_for_callback", "id": "from-create"})
+    reads_by_first = [kind for kind, id in sent if kind == "promise.get" and id == "from-create"]
+    again = service.http.post("/runs", json={"pipeline": "waits_for_callback", "id": "from-create"})
+
+    assert ("task.create", "") in sent, "the run was not created through the recorded backend"
+    assert first.status_code == 201 and first.json()["id"] == "from-create", first.text
+    assert first.json()["status"] in {"running", "waiting"}
+    assert reads_by_first == [], "the start read back the run its create already returned"
+    assert again.status_code == 200 and again.json()["incarnation"] == first.json()["incarnation"], again.text
+    assert backend.create_replies._replies == {}, "a start left its create reply behind"
 
 
 def test_a_finished_run_leaves_nothing_pending(service: Service, postgres_dsn: str) -> None:

@@ -48,6 +48,8 @@ from resonate_pg import PostgresConnection
 from resonate_pg.client import DEFAULT_MAX_POOL_SIZE, PgConn
 from resonate_pg.connection import PROCESS_TIMEOUTS_SQL
 
+from app.durable.create_replies import CreateReplies
+
 logger = logging.getLogger(__name__)
 
 #: Seconds between timer ticks while the database answers (the connector's own tick).
@@ -389,6 +391,8 @@ class PostgresBackend(PostgresConnection):
         self._closed = False
         self._quiet: set[str] = set()  # loops whose failure this outage has been logged
         self.sessions.on_listen = lambda: self._working("listener")
+        #: Replies to runs' creates, for the starts waiting on them (app.durable.create_replies).
+        self.create_replies = CreateReplies()
 
     async def start(self) -> None:
         await super().start()
@@ -418,6 +422,11 @@ class PostgresBackend(PostgresConnection):
     async def _process_timeouts(self) -> None:
         async with self.sessions.session() as conn:
             await conn.execute(PROCESS_TIMEOUTS_SQL)
+
+    async def send(self, req: str, headers: dict[str, str] | None = None) -> str:
+        reply = await super().send(req, headers)
+        self.create_replies.note(req, reply)
+        return reply
 
     # -- resonate-pg internals, overridden ------------------------------------------
 

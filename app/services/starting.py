@@ -40,13 +40,14 @@ async def start(
             problems = [f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}" for e in exc.errors()]
             raise BadParams.invalid(pipeline.name, problems) from None
     else:
-        # Create first, then read back: Resonate starts an id once, and the run that
-        # holds it carries the incarnation of the start that created it. So of any
-        # number of starts racing on one id -- in this process or on other workers --
-        # exactly one is told it created the run, at one read per start.
-        meta = await runtime.start_run(run_id, pipeline, validated, started_by=started_by)
-        # A run a moment old has no steps worth a request each to read.
-        existing = await read_run(runtime.resonate, run_id, with_steps=False)
+        # Create first, then look at what the id holds: Resonate starts an id once, and
+        # the run that holds it carries the incarnation of the start that created it.
+        # So of any number of starts racing on one id -- in this process or on other
+        # workers -- exactly one is told it created the run.
+        meta, root = await runtime.start_run(run_id, pipeline, validated, started_by=started_by)
+        # A run a moment old has no steps worth a request each to read; where the
+        # backend kept the create's reply, the root promise needs no read either.
+        existing = await read_run(runtime.resonate, run_id, with_steps=False, root=root)
         assert existing is not None, f"run {run_id!r} is not there right after its start"
         if existing.incarnation == meta.incarnation:
             runtime.metrics.run_started(pipeline.name)
