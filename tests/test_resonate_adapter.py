@@ -29,7 +29,6 @@ from resonate.retry import Never
 
 from app.durable import resonate_format
 from app.durable.in_process import IndexedServerState, InProcessServer
-from app.durable.settle_once import settle_once
 
 pytestmark = pytest.mark.anyio
 
@@ -155,15 +154,15 @@ async def test_an_error_value_the_adapter_builds_is_one_the_sdk_raises_and_reads
 
 
 async def test_a_settle_knows_whether_its_write_was_kept_and_its_waiter_reads_the_value(resonate: Resonate) -> None:
-    """app.durable.settle_once writes a key into the value's headers, through the SDK's
+    """resonate_format.settle_once writes a key into the value's headers, through the SDK's
     sender and codec: the SDK must still send, store and return those headers, and its
     awaiter must still read the value past them."""
     handle = resonate.run("adapter-settle", "makes_each_kind", 1, label="x")
     wait_id = resonate_format.child_id("adapter-settle", 2)
     await created(resonate, wait_id)
 
-    first = await settle_once(resonate.promises, wait_id, "resolved", {"rows": 7})
-    again = await settle_once(resonate.promises, wait_id, "resolved", {"rows": 7})
+    first = await resonate_format.settle_once(resonate.promises, wait_id, "resolved", {"rows": 7})
+    again = await resonate_format.settle_once(resonate.promises, wait_id, "resolved", {"rows": 7})
     async with asyncio.timeout(30):
         result = await handle.result()
 

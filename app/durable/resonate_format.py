@@ -17,7 +17,12 @@ app.watchers). Both rely on choices the SDK makes without publishing them as API
 - **absent promises**: ``promises.get`` of an id the backend has none by raises
   ``ServerError`` with code 404 (:func:`get_promise` makes that None);
 - **the wire**: a run is created by a ``task.create`` request whose reply carries the
-  run's root promise as stored, encoded (:func:`task_create_id`, :func:`created_root`).
+  run's root promise as stored, encoded (:func:`task_create_id`, :func:`created_root`);
+- **value headers**: a settle's value carries headers the backends store with it and
+  return with the record, and the SDK's decoder ignores; a settle takes no idempotency
+  key, and one that found the promise settled is answered as the winner is. So
+  :func:`settle_once` writes a key of its own there to learn whether its write was kept
+  (``Promises.resolve`` drops headers: it goes through the SDK's sender and codec).
 
 The in-process server (app.durable.in_process) is the other half of the adapter: it
 subclasses the SDK's private server state, and is the only other module that imports
@@ -36,15 +41,18 @@ retention hook) instead of the test double ``resonate.connections.local``.
 from __future__ import annotations
 
 import hashlib
+import uuid
 from typing import Any, Literal, NamedTuple
 
 import msgspec
 from resonate.context import ResonateFuture
+from resonate.core import SettleState
 from resonate.error import ServerError
 from resonate.ids import join_id, origin_of
+from resonate.promises import Promises
 from resonate.resonate import Resonate
 from resonate.transport import ResponseHead
-from resonate.types import PromiseRecord, Value
+from resonate.types import PromiseRecord, PromiseSettleReq, Value
 
 #: The run a promise belongs to: its root promise's id (the root's own id on a root).
 ORIGIN = "resonate:origin"
@@ -217,3 +225,24 @@ def created_root(reply: str, resonate: Resonate) -> PromiseRecord | None:
     if decoded.head.status != 200 or not isinstance(decoded.data, _CreatedData) or decoded.data.promise is None:
         return None
     return resonate.promises.codec.decode_promise(decoded.data.promise)
+
+
+#: The value header naming the settle call whose write is stored.
+SETTLED_BY = "dara:settled-by"
+
+
+class Settled(NamedTuple):
+    """The promise as the settle left it (its value decoded), and whether this call wrote it."""
+
+    record: PromiseRecord
+    won: bool
+
+
+async def settle_once(promises: Promises, promise_id: str, state: SettleState, data: Any) -> Settled:
+    """Settle ``promise_id`` as ``state`` with ``data``, as ``promises.resolve`` or
+    ``reject`` would, and say whether this call's write is the one Resonate kept."""
+    key = uuid.uuid4().hex
+    value = Value(headers={SETTLED_BY: key}, data=promises.codec.encode(data).data)
+    stored = await promises.sender.promise_settle(PromiseSettleReq(id=promise_id, state=state, value=value))
+    record = promises.codec.decode_promise(stored)
+    return Settled(record, (record.value.headers or {}).get(SETTLED_BY) == key)

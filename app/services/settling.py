@@ -5,7 +5,7 @@ promise id, in the incarnation of the run that issued it, and only a wait
 (``ctx.promise()``) -- never a step's recorded result, a watcher, or the run itself.
 Each refusal says which rule it broke. The settle itself is Resonate's: the first
 write wins, and only the call whose write was kept is told it settled the wait
-(app.durable.settle_once). Sending the same outcome and value again (a notebook
+(app.durable.resonate_format.settle_once). Sending the same outcome and value again (a notebook
 retrying after a lost response, even one racing its first try) is answered
 ``already_settled``; anything else arriving after the wait was settled -- another
 value, the other outcome, a callback after the deadline or a cancel -- is refused
@@ -20,8 +20,7 @@ from pydantic import BaseModel, Field
 from resonate.types import PromiseRecord
 
 from app.durable import resonate_format
-from app.durable.resonate_format import get_promise
-from app.durable.settle_once import settle_once
+from app.durable.resonate_format import get_promise, settle_once
 from app.logs import bind_run
 from app.runtime import Runtime
 from app.services.errors import AlreadySettled, MissingToken, NotAWait, PromiseNotFound, RunNotFound, TokenRefused
