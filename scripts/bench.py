@@ -124,18 +124,9 @@ def process_stats() -> dict[str, float]:
 
 def count_requests() -> None:
     """Count every request the in-process Resonate server applies, by kind."""
-    from resonate.connections.local import ServerState, _get, _str
+    from app.durable.in_process import count_applied_requests  # the SDK's private server: the adapter's
 
-    original = ServerState.apply
-
-    def apply(self: Any, now: int, req: Any) -> dict[str, Any]:
-        kind = _str(req, "kind")
-        if kind == "task.fence":
-            kind = f"fence:{_get(_get(req, 'action'), 'kind')}"
-        REQUESTS[kind] = REQUESTS.get(kind, 0) + 1
-        return original(self, now, req)
-
-    ServerState.apply = apply  # type: ignore[method-assign]
+    count_applied_requests(REQUESTS)
 
 
 def collect() -> dict[str, float]:

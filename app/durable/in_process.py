@@ -253,3 +253,22 @@ class InProcessServer(LocalConnection):
     def purge_runs(self, settled_before: int) -> int:
         """:meth:`IndexedServerState.purge_runs`."""
         return self.state.purge_runs(settled_before)
+
+
+def count_applied_requests(counts: dict[str, int]) -> None:
+    """Count, into ``counts``, every request the SDK's in-process server state applies,
+    by kind (a fenced call as ``fence:<kind>``): scripts/bench.py's ``--count-requests``.
+
+    Patches the SDK's class for the whole process, on either side of the benchmark,
+    so it lives here with the other uses of the SDK's private server.
+    """
+    original = ServerState.apply
+
+    def apply(self: ServerState, now: int, req: Any) -> Any:
+        kind = str(_get(req, "kind"))
+        if kind == "task.fence":
+            kind = f"fence:{_get(_get(req, 'action'), 'kind')}"
+        counts[kind] = counts.get(kind, 0) + 1
+        return original(self, now, req)
+
+    ServerState.apply = apply  # type: ignore[method-assign]
