@@ -16,6 +16,10 @@ a listing is then read only if it was first looked up before that listing began:
 looked up since may have started after it, and waits for the next listing instead of
 costing a call.
 
+Each listed run is also offered to the sweep of orphaned runs (app.orphaned_runs): a
+run started for a DARA run that ended before recording it is cancelled, for no call
+but the cancel.
+
 One instance per workspace client and process (the runtime registers it as a step
 dependency). Watchers run on one event loop, so an asyncio lock is enough to make
 concurrent lookups share a single listing.
@@ -33,6 +37,7 @@ from databricks.sdk import WorkspaceClient
 from databricks.sdk.service import jobs
 
 from app.call_budget import MINUTE, CallBudget
+from app.orphaned_runs import OrphanSweep
 from app.paced_listing import PacedListing
 
 logger = logging.getLogger(__name__)
@@ -77,14 +82,24 @@ class ActiveRuns:
         *,
         clock: Callable[[], float] = time.monotonic,
         calls_per_minute: int | None = None,
+        orphans: OrphanSweep | None = None,
     ) -> None:
         self.w = w
         self.interval = interval
         #: When a listing is due is read from this clock; tests pass one they move by hand.
         self.clock = clock
+        #: Offered every listed run: cancels those started for a DARA run that ended unrecorded.
+        self.orphans = orphans
         #: With run events on, the listing paced to ``calls_per_minute``; None lists at once.
         self.paced = (
-            PacedListing(w, CallBudget(calls_per_minute, lambda: self.clock()), PAGE_SIZE) if calls_per_minute else None
+            PacedListing(
+                w,
+                CallBudget(calls_per_minute, lambda: self.clock()),
+                PAGE_SIZE,
+                on_page=orphans.offer if orphans is not None else None,
+            )
+            if calls_per_minute
+            else None
         )
         #: Paced only: run -> when it was first and last looked up here.
         self._looked: dict[int, tuple[float, float]] = {}
@@ -188,17 +203,19 @@ class ActiveRuns:
             if self._failed_at is not None and now - self._failed_at < self.interval:
                 raise ListingUnavailable(self._failure)
             try:
-                states = await asyncio.to_thread(self._list)
+                runs = await asyncio.to_thread(self._list)
             except Exception as exc:
                 self._failed_at = now
                 self._failure = f"listing the active runs of {self.w.config.host} failed: {type(exc).__name__}: {exc}"
                 raise ListingUnavailable(self._failure) from exc
+            if self.orphans is not None:
+                self.orphans.offer(runs)
+            states = {run.run_id: ListedState.of(run.state) for run in runs if run.run_id is not None}
             # Stamped with the time the listing started: a run started while it was
             # being paged through may be missing, and is then read on its own.
             self._ids, self._states, self._taken_at, self._failed_at = set(states), states, now, None
             self.listings += 1
             return self._ids
 
-    def _list(self) -> dict[int, ListedState]:
-        runs = self.w.jobs.list_runs(active_only=True, limit=PAGE_SIZE)
-        return {run.run_id: ListedState.of(run.state) for run in runs if run.run_id is not None}
+    def _list(self) -> list[jobs.BaseRun]:
+        return list(self.w.jobs.list_runs(active_only=True, limit=PAGE_SIZE))

@@ -23,6 +23,10 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+#: The notebook parameters a callback is passed as (:meth:`Callback.widgets`); the
+#: sweep of orphaned Databricks runs (app.orphaned_runs) reads them back from a listing.
+PROMISE_WIDGET, SIGNATURE_WIDGET = "promise_id", "callback_signature"
+
 
 @dataclass(frozen=True)
 class Callback:
@@ -37,9 +41,9 @@ class Callback:
         # (brickhouse does) refuse names ending in "token". The value is scoped to one
         # promise, so it is a signature in every sense but the name the issue gave it.
         return {
-            "promise_id": self.promise_id,
+            PROMISE_WIDGET: self.promise_id,
             "callback_url": self.url,
-            "callback_signature": self.token,
+            SIGNATURE_WIDGET: self.token,
         }
 
 

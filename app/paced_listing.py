@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from databricks.sdk import WorkspaceClient
@@ -41,10 +42,18 @@ class _Listing:
 class PacedListing:
     """The last complete listing of active runs, and the one under way, paced by ``budget``."""
 
-    def __init__(self, w: WorkspaceClient, budget: CallBudget, page_size: int) -> None:
+    def __init__(
+        self,
+        w: WorkspaceClient,
+        budget: CallBudget,
+        page_size: int,
+        on_page: Callable[[list[jobs.BaseRun]], None] | None = None,
+    ) -> None:
         self.w = w
         self.budget = budget
         self.page_size = page_size
+        #: Given each page's runs as it arrives (the sweep of orphaned runs, app.orphaned_runs).
+        self.on_page = on_page
         #: Pages read so far (one call each); for tests and the benchmark.
         self.pages = 0
         #: Each run of the last complete listing, with its state then.
@@ -76,19 +85,20 @@ class PacedListing:
                 )
                 break
             self.pages += 1
-            listing.runs.update(runs)
+            listing.runs.update({run.run_id: run.state for run in runs if run.run_id is not None})
+            if self.on_page is not None:
+                self.on_page(runs)
             if listing.token is None:
                 # Dated by when it began: a run started while it was paged through may be missing.
                 self.runs, self.began, self._under_way = listing.runs, listing.began, None
                 completed = True
         return completed
 
-    def _page(self, token: str | None) -> tuple[dict[int, jobs.RunState | None], str | None]:
+    def _page(self, token: str | None) -> tuple[list[jobs.BaseRun], str | None]:
         """One page of active runs and the token of the next (None after the last): one call."""
         query: dict[str, object] = {"active_only": "true", "limit": self.page_size}
         if token:
             query["page_token"] = token
         body = self.w.api_client.do("GET", LIST_RUNS, query=query, headers={"Accept": "application/json"})
         page = jobs.ListRunsResponse.from_dict(body)  # type: ignore[arg-type]
-        runs = {run.run_id: run.state for run in page.runs or [] if run.run_id is not None}
-        return runs, page.next_page_token or None
+        return page.runs or [], page.next_page_token or None

@@ -34,6 +34,7 @@ from app.durable.run_index import InProcessRunIndex, PostgresRunIndex, RunIndex,
 from app.durable.run_meta import RUN_META
 from app.logs import bind_run
 from app.metrics import Metrics
+from app.orphaned_runs import OrphanSweep
 from app.services.run_events import RunEventChecks
 from app.services.run_status import links_host
 from app.settings import Settings
@@ -158,10 +159,13 @@ class Runtime:
         self.uploads = UploadStore(self.settings.state_dir / "uploads")
         # With run events on, the listing is only their backstop, paced to a call budget.
         paced = self.settings.watch_calls_per_minute if self.settings.run_events_enabled else None
-        self.active_runs = ActiveRuns(
-            self.workspace, self.settings.watch_interval.total_seconds(), calls_per_minute=paced
-        )
         self.watched_runs = WatchedRuns()
+        self.active_runs = ActiveRuns(
+            self.workspace,
+            self.settings.watch_interval.total_seconds(),
+            calls_per_minute=paced,
+            orphans=OrphanSweep(self.resonate, self.workspace, self.signer, self.watched_runs),
+        )
         self.run_events = RunEventChecks(
             self.resonate, self.workspace, self.active_runs, self.watched_runs, self.settings
         )

@@ -5,11 +5,13 @@ with hundreds or thousands of runs that wait, some of which end or get cancelled
 a count of every call DARA makes to it. :class:`JobsService` serves, on a
 :class:`~scripts.databricks_double.DatabricksDouble`:
 
-* ``jobs/run-now``: one run per idempotency token, as Databricks does;
+* ``jobs/run-now``: one run per idempotency token, as Databricks does; its answer can
+  be held (:meth:`JobsService.hold_run_now`) after the run started, as a slow network would;
 * ``jobs/runs/get``: the run in the recorded shape (``recorded_run``), one task per
   task key of the job (``tasks``), each task run with its own id;
 * ``jobs/runs/list``: newest first, ``active_only``, at most :data:`PAGE_SIZE` runs a
-  page with ``next_page_token`` (a bigger ``limit`` is refused, as by the API);
+  page with ``next_page_token`` (a bigger ``limit`` is refused, as by the API); each
+  run with the ``overriding_parameters`` it was started with, as ``runs/get`` shows it;
 * ``jobs/runs/cancel``: the run ends ``CANCELED`` (at once: Databricks takes a moment);
 * ``jobs/runs/get-output``: a task's ``notebook_output.result`` if it exited with a value.
 
@@ -86,6 +88,9 @@ class JobsService:
         self._webhook: tuple[str, str, str] | None = None
         #: (run id, HTTP status) of each run event sent, in the order answered (0: no answer).
         self.deliveries: list[tuple[int, int]] = []
+        #: Set while run-now answers at once; cleared, it answers once set again.
+        self._answering = threading.Event()
+        self._answering.set()
         double.route("POST", RUN_NOW, self._run_now)
         double.route("GET", GET_RUN, self._get_run)
         double.route("GET", LIST_RUNS, self._list_runs)
@@ -109,6 +114,12 @@ class JobsService:
         """From now on, POST a run event to ``url`` whenever a run ends."""
         self._webhook = (url, user, password)
 
+    def hold_run_now(self) -> threading.Event:
+        """From now on, run-now starts its run and holds its answer until the returned
+        event is set: the run goes on while the caller has not heard of it."""
+        self._answering.clear()
+        return self._answering
+
     def active(self) -> list[int]:
         with self._lock:
             return [run.run_id for run in self.runs.values() if run.active]
@@ -128,6 +139,8 @@ class JobsService:
                 self._changes += 1
                 if body.get("idempotency_token"):
                     self._tokens[body["idempotency_token"]] = run_id
+        # Bounded, so a test that never releases it fails instead of hanging.
+        self._answering.wait(timeout=60)
         return {"run_id": run_id, "number_in_job": run_id}
 
     def _get_run(self, request: RecordedRequest) -> dict[str, Any] | Response:
@@ -225,6 +238,8 @@ class JobsService:
             state_message=run.state_message,
         )
         body["tasks"] = [self._task(run, position, body["tasks"][0]) for position in range(len(self.tasks))]
+        if run.params:  # what run-now was given, as the API shows it in runs/get and runs/list
+            body["overriding_parameters"] = {"notebook_params": dict(run.params)}
         return body | {"run_type": "JOB_RUN", "trigger": "ONE_TIME"}
 
     def _task(self, run: SimulatedRun, position: int, template: dict[str, Any] | None = None) -> dict[str, Any]:

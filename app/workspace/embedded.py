@@ -111,6 +111,16 @@ class EmbeddedWorkspace:
 _ACTIVE = {"QUEUED", "PENDING", "BLOCKED", "RUNNING", "TERMINATING", "WAITING_FOR_RETRY"}
 
 
+def _with_parameters(listed: dict[str, Any] | None, record: Any) -> dict[str, Any] | None:
+    """A listed run with the ``notebook_params`` run-now was given, as Databricks lists it
+    (``overriding_parameters``): the sweep of orphaned runs (app.orphaned_runs) reads
+    the callback's promise id there."""
+    params = record.submitted_settings.get("notebook_params")
+    if listed is not None and isinstance(params, dict) and params:
+        listed["overriding_parameters"] = {"notebook_params": params}
+    return listed
+
+
 def _complete_jobs_api(jobs_api: Any) -> None:
     """Add ``GET jobs/list?name=`` and ``jobs/runs/list`` (``?job_id=``, ``?active_only=``);
     complete ``jobs/get``."""
@@ -146,7 +156,7 @@ def _complete_jobs_api(jobs_api: Any) -> None:
         if active_only:
             records = [run for run in records if not run.state.is_terminal]
         # runs/get also notices a run whose notebook process died, and ends it.
-        runs = [get(f"/api/2.2/jobs/runs/get?run_id={run.run_id}") for run in records]
+        runs = [_with_parameters(get(f"/api/2.2/jobs/runs/get?run_id={run.run_id}"), run) for run in records]
         runs = [r for r in runs if r and (not active_only or r["state"].get("life_cycle_state") in _ACTIVE)]
         return ApiResponse(200, {"runs": runs, "has_more": False})
 
