@@ -67,6 +67,8 @@ class AppsProxyDouble:
     seen: list[Seen] = field(default_factory=list)
     #: Forwarding of callbacks waits while this is clear (set: forward at once).
     callbacks_flowing: threading.Event = field(default_factory=threading.Event)
+    #: The paths of requests sent on to the app whose answer has not come back yet.
+    in_flight: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -205,8 +207,12 @@ def _handler(proxy: AppsProxyDouble) -> type[BaseHTTPRequestHandler]:
             upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=90)
             try:
                 upstream.request(self.command, self.path, body, headers)
-                answer = upstream.getresponse()
-                payload = answer.read()
+                proxy.in_flight.append(self.path)  # in the app's hands now
+                try:
+                    answer = upstream.getresponse()
+                    payload = answer.read()
+                finally:
+                    proxy.in_flight.remove(self.path)
             except OSError:
                 self._reply(502, b"Bad Gateway: the app is not answering", "text/plain")
                 return 502

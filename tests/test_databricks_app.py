@@ -310,6 +310,7 @@ def test_it_stops_within_15_seconds_of_sigterm_with_requests_in_flight(
         httpx.Client(base_url=proxy.url, timeout=90) as http,
     ):
         proxy.callbacks_flowing.clear()
+        stopping = threading.Event()  # ends the long polls
         try:
             assert http.get("/run", params={"id": "app-stop"}, headers=ada).status_code in (200, 201)
             deadline = time.monotonic() + 60
@@ -319,19 +320,25 @@ def test_it_stops_within_15_seconds_of_sigterm_with_requests_in_flight(
             answers: list[object] = []
 
             def long_poll() -> None:
-                try:
-                    answers.append(http.get("/runs/app-stop", params={"wait": 60}, headers=ada).status_code)
-                except httpx.HTTPError as exc:
-                    answers.append(exc)
+                # Again as each answers: a watcher's look changes the run, which ends a long poll.
+                while not stopping.is_set():
+                    try:
+                        answers.append(http.get("/runs/app-stop", params={"wait": 60}, headers=ada).status_code)
+                    except httpx.HTTPError as exc:
+                        answers.append(exc)
+                        return
 
             polling = threading.Thread(target=long_poll, daemon=True)
             polling.start()
-            time.sleep(0.5)  # the long poll is in DARA's hands
+            while "/runs/app-stop?wait=60" not in proxy.in_flight:  # until one is in DARA's hands
+                assert time.monotonic() < deadline, f"no long poll reached DARA: {answers}"
+                time.sleep(0.01)
             sent = time.monotonic()
             app.process.send_signal(signal.SIGTERM)
             code = app.process.wait(timeout=APPS_STOP_SECONDS)
             took = time.monotonic() - sent
         finally:
+            stopping.set()
             proxy.callbacks_flowing.set()
             proxy.upstream_port = earlier
 
