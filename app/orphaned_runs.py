@@ -5,8 +5,13 @@ the Databricks runs a run's steps recorded. One window escapes them: a step's
 ``run-now`` call in flight when its DARA run is cancelled, fails or times out. The
 Databricks run starts, but the step's result can no longer be recorded (the backend
 refuses a step of a run that ended), so no record names it and nothing would ever
-cancel it: it runs, and bills, to its end. A crash between ``run-now`` answering and
-the result being recorded leaves the same orphan once the run then ends.
+cancel it: it runs, and bills, to its end. The step itself closes most of that window:
+once run-now answered, it reads its DARA run and, if that ended, cancels the run it
+started (steps.undone, app.durable.run_ended) -- without a listing, so also where no
+run is watched. What is left is this sweep's: the run ending between that read and the
+result being recorded, a cancel that failed there, and a crash between ``run-now``
+answering and the result being recorded, which leaves the same orphan once the run
+then ends. The sweep runs only while a watcher here lists runs.
 
 Every run DARA starts with a callback carries the wait's promise id and its signature
 in its notebook parameters (app.callback_tokens), and ``runs/list`` shows a run's

@@ -12,6 +12,7 @@ from databricks.sdk.service.compute import ClusterSpec
 
 from steps.injected import CallbackIssuer, StepIdentity
 from steps.retryable import DATABRICKS, retried
+from steps.undone import undone_if_run_ended
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,14 @@ def run_url(w: WorkspaceClient, job_id: int, run_id: int) -> str:
     return f"{w.config.host.rstrip('/')}/jobs/{job_id}/runs/{run_id}"
 
 
+def cancel_started(started: JobRun, w: WorkspaceClient) -> str:
+    """Cancel the run a step started for a DARA run that ended before the step could
+    record it (steps.undone). Cancelling a run that already ended is a no-op."""
+    w.jobs.cancel_run(started.run_id)
+    return f"Databricks run {started.run_id} cancelled"
+
+
+@undone_if_run_ended(cancel_started)
 @retried(DATABRICKS)
 def run_job(
     w: WorkspaceClient,
@@ -143,6 +152,8 @@ def run_job(
 
     The run is started with an idempotency token derived from this step, so if the
     step is executed again after a crash, Databricks returns the run it already has.
+    If the DARA run ended while run-now was in flight, the run is cancelled at once
+    (:func:`cancel_started`): nothing could record it.
     """
     job_id = resolve_job_id(w, job)
     notebook_params = dict(params)
@@ -159,6 +170,7 @@ def run_job(
     return JobRun(job_id=job_id, run_id=run_id, url=run_url(w, job_id, run_id))
 
 
+@undone_if_run_ended(cancel_started)
 @retried(DATABRICKS)
 def submit_notebook(
     w: WorkspaceClient,

@@ -6,6 +6,8 @@ the watchers never learn of it. On the HTTP double, run-now's answer is held unt
 DARA run has been cancelled over HTTP, then released: the sweep of the watchers' listing
 (another run keeps a watcher looking) must cancel the orphan, and never the run that
 DARA still waits for, nor one whose own run-now is still unanswered. Both with the listing at once and paced (run events on).
+With no other run watched there is no listing: the step itself, once run-now answered,
+reads its run and cancels what it started (steps.undone).
 """
 
 from __future__ import annotations
@@ -17,12 +19,17 @@ from typing import Any
 import httpx
 import pytest
 from databricks.sdk.service.jobs import RunResultState
+from resonate.types import Value
 
-from app.durable.resonate_format import run_of
+from app.durable import run_ended
+from app.durable.errors import EndedWhileRunning
+from app.durable.resonate_format import rejection, run_of
+from app.runtime import build_resonate
 from app.workspace.deploy import demo_job_settings, import_notebooks
 from scripts.databricks_double import DatabricksDouble
 from scripts.jobs_service_double import CANCEL_RUN, JOB_ID, RUN_NOW, JobsService
-from steps.jobs import find_job_id, upsert_job
+from steps.jobs import JobRun, cancel_started, find_job_id, run_job, submit_notebook, upsert_job
+from steps.undone import undone_if_run_ended
 from tests.harness import Service, make_settings, running_service
 from tests.test_embedded_cancel import JOB, TEST_NOTEBOOKS, ended, eventually, start_sleeper
 from tests.test_run_watch import databricks_run, on_double, start, until
@@ -91,12 +98,94 @@ def test_a_databricks_run_started_as_its_run_was_cancelled_is_cancelled(watched:
     until(lambda: active.listings >= listings + 2, "two more listings once it is recorded")
 
     assert jobs.runs[orphan].result_state == "CANCELED"
-    assert cancelled_runs(jobs) == [orphan], "cancelled once, and the runs still waited for never"
+    # The sweep cancelled it first; the step, once its run-now answered, may again (a no-op).
+    assert set(cancelled_runs(jobs)) == {orphan}, "the runs still waited for were cancelled"
     assert active.orphans is not None and active.orphans.cancelled == {orphan: ORPHANED}
     assert jobs.runs[kept].active and jobs.runs[starting].active and jobs.runs[foreign].active
     run = service.http.get(f"/runs/{ORPHANED}").json()
     assert run["status"] == "cancelled" and run["databricks_runs"] == [], "no DARA record names the orphan"
     assert [service.http.get(f"/runs/{r}").json()["status"] for r in (KEPT, STARTING)] == ["waiting", "waiting"]
+
+
+def test_with_no_run_watched_the_step_cancels_the_run_it_started_as_its_run_was_cancelled(
+    databricks_double: DatabricksDouble, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The common case, closed at the source (steps.undone): one run, cancelled while its
+    run-now is in flight, and no other run watched, so no listing runs and the sweep
+    never sees the orphan. The step reads its run once run-now answered, cancels what it
+    started, and fails saying both."""
+    with on_double(databricks_double, tmp_path, monkeypatch, watch_interval=0.5) as (service, jobs):
+        release = jobs.hold_run_now()
+        try:
+            start(service, ORPHANED)
+            until(lambda: len(jobs.runs) == 1, "run-now to start its run, its answer held")
+            [orphan] = jobs.runs
+            cancelled = service.http.post(f"/runs/{ORPHANED}/cancel")
+            assert cancelled.status_code == 200, cancelled.text
+            assert cancelled.json()["databricks"] == [], "the cancel service cannot know of the run yet"
+        finally:
+            release.set()
+
+        def step_ended() -> dict[str, Any] | None:
+            run = service.http.get(f"/runs/{ORPHANED}").raise_for_status().json()
+            return next((s for s in run["steps"] if s["name"] == "run_job" and s["state"] != "pending"), None)
+
+        step = until(step_ended, "the run_job step to fail, saying why")
+        assert step["state"] == "rejected", step
+        says = f"run {ORPHANED} ended (cancelled) while the step ran; Databricks run {orphan} cancelled"
+        assert says in step["error"], step
+        assert jobs.runs[orphan].result_state == "CANCELED"
+        assert cancelled_runs(jobs) == [orphan]
+        run = service.http.get(f"/runs/{ORPHANED}").json()
+        assert run["status"] == "cancelled" and run["databricks_runs"] == [], run
+        active = service.runtime.active_runs
+        assert active.listings == 0, "a listing ran: the sweep, not the step, may have cancelled it"
+
+
+def plain_step() -> int:
+    return 1
+
+
+@pytest.mark.anyio
+async def test_only_a_step_that_declares_an_undo_reads_its_run_and_only_an_ended_run_is_undone(
+    tmp_path: Path,
+) -> None:
+    """Steps that start nothing (the benchmark's) never read their run; one that declares
+    an undo gets it called, with its result and the arguments it names, once its run ended."""
+    assert run_job.undo_if_run_ended is submit_notebook.undo_if_run_ended is cancel_started  # type: ignore[attr-defined]
+    nothing: Any = object()  # any read of the run through it would raise
+    await run_ended.undo_if_ended(nothing, "r", "plain_step", plain_step, 1, {})
+
+    undone: list[tuple[JobRun, str]] = []
+
+    def undo(started: JobRun, w: str) -> str:
+        undone.append((started, w))
+        if w == "broken":
+            raise ConnectionError("no route")
+        return f"Databricks run {started.run_id} cancelled"
+
+    @undone_if_run_ended(undo)
+    def starts() -> JobRun:
+        raise AssertionError("not called here")
+
+    started = JobRun(job_id=1, run_id=7, url="u")
+    later = 2**62
+    resonate = build_resonate(make_settings(tmp_path))
+    try:
+        await resonate.promises.create("live", later, Value(data=None), {})
+        await run_ended.undo_if_ended(resonate, "live", "starts", starts, started, {"w": "client", "job": "j"})
+        assert undone == [], "undone while its run was pending"
+
+        await resonate.promises.cancel("live", rejection("cancelled"))
+        with pytest.raises(EndedWhileRunning) as raised:
+            await run_ended.undo_if_ended(resonate, "live", "starts", starts, started, {"w": "client", "job": "j"})
+        assert undone == [(started, "client")]
+        assert str(raised.value) == "starts: run live ended (cancelled) while the step ran; Databricks run 7 cancelled"
+
+        with pytest.raises(EndedWhileRunning, match=r"stopping what it started failed \(ConnectionError: no route\)"):
+            await run_ended.undo_if_ended(resonate, "live", "starts", starts, started, {"w": "broken"})
+    finally:
+        await resonate.stop()
 
 
 # -- the embedded workspace: its listing shows run-now's parameters too ------------------

@@ -93,3 +93,16 @@ class NotTriedAgain(StepError):
 
     def __reduce__(self) -> tuple[type[NotTriedAgain], tuple[str, str, bool]]:  # type: ignore[override]
         return (NotTriedAgain, (self.step, self.ended, self.capacity))
+
+
+class EndedWhileRunning(StepError):
+    """The run a step works for ended while the step ran, so its result could not be
+    recorded: what it started was stopped (steps.undone, app.durable.run_ended)."""
+
+    def __init__(self, step: str, ended: str, undone: str) -> None:
+        self.ended = ended
+        self.undone = undone
+        super().__init__(step, f"{ended} while the step ran; {undone}")
+
+    def __reduce__(self) -> tuple[type[EndedWhileRunning], tuple[str, str, str]]:  # type: ignore[override]
+        return (EndedWhileRunning, (self.step, self.ended, self.undone))

@@ -10,18 +10,33 @@ the run is no longer pending.
 The step then fails, and its promise is rejected here, directly: the SDK settles a step
 through its run's task, which the backend refuses once the run has ended, so without
 this the step would read as pending until its deadline and its reason would be lost.
+
+A step that starts a Databricks run has a second window: its run can end while the
+start is in flight, and the run it started can then never be recorded, watched or
+cancelled by DARA's records. Such a step declares how to stop what it started
+(steps.undone); once it returned, the runner reads its run once more and, if the run
+has ended, stops the work at once (:func:`undo_if_ended`). Steps that declare nothing
+never pay that read. The run ending between this read and the step's record is left
+to the orphan sweep (app.orphaned_runs).
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from resonate.resonate import Resonate
 
-from app.durable.errors import NotTriedAgain
+from app.durable.errors import EndedWhileRunning, StepError
 from app.durable.resonate_format import get_promise, rejection
 
 logger = logging.getLogger(__name__)
+
+#: The attribute a step's undo is found under (steps.undone.undone_if_run_ended sets it).
+UNDO = "undo_if_run_ended"
 
 #: How a run ended, in the words GET /runs/{id} uses, by its root promise's state.
 ENDED_AS = {
@@ -40,7 +55,7 @@ async def how_ended(resonate: Resonate, run_id: str) -> str | None:
     try:
         record = await get_promise(resonate, run_id)
     except Exception as exc:  # noqa: BLE001 -- not knowing is no reason to stop
-        logger.warning("could not read run %s before trying its step again: %s", run_id, exc)
+        logger.warning("could not read whether run %s ended: %s", run_id, exc)
         return None
     if record is None:  # only a settled run is purged
         return f"run {run_id} ended (and is gone)"
@@ -49,7 +64,31 @@ async def how_ended(resonate: Resonate, run_id: str) -> str | None:
     return f"run {run_id} ended ({ENDED_AS.get(record.state, record.state)})"
 
 
-async def reject_step(resonate: Resonate, step_id: str, error: NotTriedAgain) -> None:
+async def undo_if_ended(
+    resonate: Resonate, run_id: str, name: str, step: Callable[..., Any], result: Any, arguments: dict[str, Any]
+) -> None:
+    """If ``step`` declares an undo and its run has ended, stop what it started and raise
+    :class:`EndedWhileRunning`; a step that declares none costs nothing, not even a read.
+
+    A failing undo still fails the step: its result cannot be recorded either way, and
+    the orphan sweep is left to stop the work."""
+    undo: Callable[..., str] | None = getattr(step, UNDO, None)
+    if undo is None:
+        return
+    ended = await how_ended(resonate, run_id)
+    if ended is None:
+        return
+    wanted = inspect.signature(undo).parameters
+    named = {param: value for param, value in arguments.items() if param in wanted}
+    try:
+        undone = await asyncio.to_thread(undo, result, **named)
+    except Exception as exc:  # noqa: BLE001 -- said in the step's error; the sweep tries later
+        logger.warning("could not undo step %s of ended run %s: %s", name, run_id, exc)
+        undone = f"stopping what it started failed ({type(exc).__name__}: {exc})"
+    raise EndedWhileRunning(name, ended, undone)
+
+
+async def reject_step(resonate: Resonate, step_id: str, error: StepError) -> None:
     """Reject the step's promise with ``error``'s message, as the SDK no longer can."""
     try:
         await resonate.promises.reject(step_id, rejection(str(error)))

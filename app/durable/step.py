@@ -13,7 +13,9 @@ no Resonate context, no retry loop, no threads. This module adapts it for the SD
   and retried as it declares (steps.retryable) by the runner's one policy
   (app.durable.retries). While it waits for room in the workspace, each refusal is
   noted on its promise (app.durable.capacity_waits), so the run reads as queued. Once
-  the step's run has ended, it is not tried again (app.durable.run_ended).
+  the step's run has ended, it is not tried again; a step that declares how to stop
+  what it started (steps.undone) has it stopped if its run ended as it ran
+  (app.durable.run_ended).
 * **Telemetry.** Each execution of a step, and each retry, is reported to the
   runtime's telemetry (app.durable.telemetry): metrics and, when configured, a span.
 * **Names.** The settled value is ``{"step": name, "result": value}``, so the step's
@@ -36,7 +38,7 @@ from resonate.resonate import Resonate
 
 from app.durable import run_ended
 from app.durable.capacity_waits import CapacityLog
-from app.durable.errors import NotTriedAgain
+from app.durable.errors import EndedWhileRunning, NotTriedAgain
 from app.durable.retries import RetryPolicy, call_with_retries
 from app.durable.run_meta import ANONYMOUS, RUN_META, RunMeta, sdk_parameters
 from app.durable.telemetry import telemetry_of
@@ -208,7 +210,9 @@ def durable_step(
                     on_capacity=waits.refused if waits is not None else None,
                     run_ended=ended,
                 )
-            except NotTriedAgain as exc:
+                if resonate is not None:  # a step that started work for a run that ended stops it
+                    await run_ended.undo_if_ended(resonate, info.run_id, name, step, result, arguments)
+            except (NotTriedAgain, EndedWhileRunning) as exc:
                 if resonate is not None:
                     await run_ended.reject_step(resonate, info.id, exc)
                 raise
