@@ -49,6 +49,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.config import Config
 
+from scripts.databricks_shapes import STATUS_OF_LIFE_CYCLE
 from scripts.databricks_shapes import problems as shape_problems
 
 #: The workspace id the double advertises, as a real workspace's discovery endpoint does.
@@ -409,18 +410,6 @@ def recorded_submit_run(run_id: int) -> dict[str, Any]:
     return {"run_id": run_id}
 
 
-#: ``status`` (Jobs 2.2's lifecycle) of a run in each ``state.life_cycle_state``.
-_STATUS_OF_LIFE_CYCLE = {
-    "QUEUED": "QUEUED",
-    "PENDING": "PENDING",
-    "RUNNING": "RUNNING",
-    "WAITING_FOR_RETRY": "WAITING",
-    "BLOCKED": "BLOCKED",
-    "TERMINATING": "TERMINATING",
-    "TERMINATED": "TERMINATED",
-    "SKIPPED": "TERMINATED",
-    "INTERNAL_ERROR": "TERMINATED",
-}
 #: ``status.termination_details`` (code, type) of a run that ended so.
 _TERMINATION = {
     "SUCCESS": ("SUCCESS", "SUCCESS"),
@@ -464,7 +453,7 @@ def recorded_run(
         "user_cancelled_or_timedout": result_state in ("CANCELED", "TIMEDOUT"),
         "queue_reason": "",
     }
-    status: dict[str, Any] = {"state": _STATUS_OF_LIFE_CYCLE[life_cycle_state]}
+    status: dict[str, Any] = {"state": STATUS_OF_LIFE_CYCLE[life_cycle_state]}
     times: dict[str, Any] = {"start_time": _START_TIME, "end_time": 0}
     if ended:
         outcome = result_state or life_cycle_state

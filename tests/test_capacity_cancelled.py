@@ -24,12 +24,11 @@ from app.durable.errors import NotTriedAgain
 from app.durable.resonate_format import rejection
 from app.durable.retries import call_with_retries
 from app.runtime import build_resonate
-from app.workspace.deploy import demo_job_settings, import_notebooks
-from steps.jobs import find_job_id, upsert_job
+from steps.jobs import find_job_id
 from steps.retryable import DATABRICKS
-from tests.harness import Service, make_settings, running_service
-from tests.test_capacity_queued import QUEUE, SLOTS, start, started_databricks_run, view
-from tests.test_embedded_cancel import JOB, TEST_NOTEBOOKS, eventually, notebook_pid
+from tests.harness import Service, make_settings
+from tests.test_capacity_queued import QUEUE, SLOTS, quickly_retrying_service, start, started_databricks_run, view
+from tests.test_embedded_cancel import JOB, eventually, notebook_pid
 
 LATE = "cancelled-while-refused"
 #: A deadline far off, in epoch ms.
@@ -38,13 +37,8 @@ LATER = 4_000_000_000_000
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    with running_service(make_settings(tmp_path_factory.mktemp("capacity-cancelled"))) as svc:
-        # Refused starts are tried again every half second at most: several tries while
-        # the run is cancelled, and one soon after a slot frees.
-        svc.runtime.resonate.with_dependency(RetryPolicy(3, 0.1, capacity_max_delay=0.5, default=DATABRICKS))
-        w = svc.runtime.workspace
-        paths = import_notebooks(w, "/Workspace/Shared/dara-tests", TEST_NOTEBOOKS)
-        upsert_job(w, demo_job_settings(JOB, paths[JOB], cluster=None))
+    # Several tries while the run is cancelled, and one soon after a slot frees.
+    with quickly_retrying_service(tmp_path_factory.mktemp("capacity-cancelled")) as svc:
         yield svc
 
 

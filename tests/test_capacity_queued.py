@@ -8,6 +8,7 @@ holds show as queued by the workspace."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,15 +25,22 @@ from tests.test_embedded_cancel import JOB, TEST_NOTEBOOKS, eventually, notebook
 SLOTS, QUEUE = 2, 8
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    with running_service(make_settings(tmp_path_factory.mktemp("queued"))) as svc:
-        # Refused starts are tried again every half second at most, so the test sees
-        # several tries and the start soon after a slot frees up.
+@contextmanager
+def quickly_retrying_service(state: Path) -> Iterator[Service]:
+    """DARA on the embedded workspace with the test notebooks' job, whose refused starts
+    are tried again every half second at most: a test sees several tries, and the start
+    soon after a slot frees up."""
+    with running_service(make_settings(state)) as svc:
         svc.runtime.resonate.with_dependency(RetryPolicy(3, 0.1, capacity_max_delay=0.5, default=DATABRICKS))
         w = svc.runtime.workspace
         paths = import_notebooks(w, "/Workspace/Shared/dara-tests", TEST_NOTEBOOKS)
         upsert_job(w, demo_job_settings(JOB, paths[JOB], cluster=None))
+        yield svc
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    with quickly_retrying_service(tmp_path_factory.mktemp("queued")) as svc:
         yield svc
 
 
