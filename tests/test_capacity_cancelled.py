@@ -27,8 +27,15 @@ from app.runtime import build_resonate
 from steps.jobs import find_job_id
 from steps.retryable import DATABRICKS
 from tests.harness import Service, make_settings
-from tests.test_capacity_queued import QUEUE, SLOTS, quickly_retrying_service, start, started_databricks_run, view
-from tests.test_embedded_cancel import JOB, eventually, notebook_pid
+from tests.test_capacity_queued import (
+    QUEUE,
+    SLOTS,
+    fill_the_workspace,
+    quickly_retrying_service,
+    start,
+    view,
+)
+from tests.test_embedded_cancel import JOB, eventually
 
 LATE = "cancelled-while-refused"
 #: A deadline far off, in epoch ms.
@@ -62,14 +69,7 @@ def test_a_run_cancelled_while_its_start_waits_for_room_never_starts_a_databrick
     w = service.runtime.workspace
     filling: set[int] = set()
     try:
-        for run_id in ids[:SLOTS]:
-            start(service, run_id, tmp_path / run_id)
-        for run_id in ids[:SLOTS]:
-            notebook_pid(tmp_path / run_id)  # both slots taken: what starts now waits in the queue
-        for run_id in ids[SLOTS:]:
-            start(service, run_id, tmp_path / run_id)
-        for run_id in ids:
-            filling.add(started_databricks_run(service, run_id)["databricks_runs"][0]["run_id"])
+        filling = fill_the_workspace(service, ids, tmp_path)
         assert databricks_runs(service) == filling
 
         start(service, LATE, tmp_path / LATE)

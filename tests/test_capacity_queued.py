@@ -58,16 +58,22 @@ def started_databricks_run(service: Service, run_id: str) -> dict[str, Any]:
     return service.wait_until(run_id, "waiting", also=lambda run: bool(run["databricks_runs"]))
 
 
+def fill_the_workspace(service: Service, ids: list[str], folder: Path) -> set[int]:
+    """Both run slots, then the eight queue places, taken by sleeping notebooks, a DARA
+    run each (``ids``); returns their Databricks runs."""
+    for run_id in ids[:SLOTS]:
+        start(service, run_id, folder / run_id)
+    for run_id in ids[:SLOTS]:
+        notebook_pid(folder / run_id)  # both slots taken: what starts now waits in the queue
+    for run_id in ids[SLOTS:]:
+        start(service, run_id, folder / run_id)
+    return {started_databricks_run(service, run_id)["databricks_runs"][0]["run_id"] for run_id in ids}
+
+
 def test_a_start_refused_for_capacity_reads_as_queued_until_it_gets_in(service: Service, tmp_path: Path) -> None:
     ids = [f"full-{n}" for n in range(SLOTS + QUEUE)]
     try:
-        for run_id in ids[:SLOTS]:
-            start(service, run_id, tmp_path / run_id)
-        for run_id in ids[:SLOTS]:
-            notebook_pid(tmp_path / run_id)  # both slots taken: what starts now waits in the queue
-        for run_id in ids[SLOTS:]:
-            start(service, run_id, tmp_path / run_id)
-            started_databricks_run(service, run_id)
+        fill_the_workspace(service, ids, tmp_path)
 
         # The workspace holds the eight: shown from the watchers' listing of active runs.
         held = eventually(
