@@ -355,12 +355,15 @@ async def test_a_worker_killed_at_each_point_of_the_loop_is_taken_over(
         if point_name == "suspended":
             await wait_for_status(first, run_id, "waiting")
             survivor = await c.kill("first")
+            # Read before the front door opens: the notebook's callback may settle the
+            # wait as soon as it does. The survivor may be replaying up to the wait.
+            at_kill = await wait_for_status(survivor, run_id, "waiting")
             await c.front.start()
         else:
             victim = await point.wait_reached()
             survivor = await c.kill(victim, point)
+            at_kill = await read_run(survivor.runtime.resonate, run_id)
 
-        at_kill = await read_run(survivor.runtime.resonate, run_id)
         runs_at_kill = await asyncio.to_thread(c.databricks_runs)
         handle = await survivor.runtime.resonate.get(run_id)
         with anyio.fail_after(30):  # the dead worker's LEASE lapses long before (not DARA_LEASE's default minute)
