@@ -3,13 +3,12 @@
 import sys
 from collections.abc import Iterable
 
-import uvicorn
 from pydantic import ValidationError
 
 from app.durable import Pipeline
 from app.logs import configure_logging
 from app.main import create_app
-from app.server import uvicorn_config
+from app.server import dara_server
 from app.settings import get_settings
 from app.workspace.app_url import AppUrlUnknown, with_app_url
 
@@ -42,10 +41,8 @@ def main(pipelines_to_run: Iterable[Pipeline] | None = None) -> None:
         except SchemaError as exc:
             print(f"DARA cannot start: DARA_POSTGRES_DSN: {exc}", file=sys.stderr)
             sys.exit(2)
-    server = uvicorn.Server(
-        uvicorn_config(
-            create_app(settings, pipelines_to_run=pipelines_to_run), settings, log_level="info", **logging_options
-        )
+    server = dara_server(
+        create_app(settings, pipelines_to_run=pipelines_to_run), settings, log_level="info", **logging_options
     )
     try:
         server.run()

@@ -152,6 +152,9 @@ class Runtime:
     watched_runs: WatchedRuns = field(init=False)
     #: The checks Databricks' run events start (app.services.run_events).
     run_events: RunEventChecks = field(init=False)
+    #: Set when the server begins to shut down (app.server.DrainingServer): long polls
+    #: answer at once with what they have, rather than being cancelled mid-request.
+    draining: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def __post_init__(self) -> None:
         self.task_graphs = TaskGraphRoot(self.settings.jobs_root)

@@ -22,6 +22,8 @@ import asyncio
 import functools
 import importlib.util
 import logging
+import socket
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import h11
@@ -34,9 +36,10 @@ logger = logging.getLogger("uvicorn.error")
 
 #: Seconds an idle keep-alive connection stays open between requests (uvicorn's default).
 KEEP_ALIVE_SECONDS = 5
-#: Seconds requests still running at SIGTERM (a long poll waits up to 60) may take to end
-#: before uvicorn cancels them. The Databricks Apps runtime kills an app 15 s after
-#: SIGTERM, and stopping the runtime afterwards may take up to 10 more (Runtime.stop).
+#: Seconds requests still running at SIGTERM may take to end before uvicorn cancels them.
+#: Long polls answer at once (DrainingServer), so only ordinary requests use it. The
+#: Databricks Apps runtime kills an app 15 s after SIGTERM, and stopping the runtime
+#: afterwards may take up to 10 more (Runtime.stop).
 SHUTDOWN_GRACE_SECONDS = 3
 
 _TIMEOUT_RESPONSE = (
@@ -173,3 +176,33 @@ def uvicorn_config(app: Any, settings: Settings, **options: Any) -> uvicorn.Conf
     options.setdefault("timeout_graceful_shutdown", SHUTDOWN_GRACE_SECONDS)
     http = protocol_class(settings.client_timeout, options.pop("http", "auto"))
     return uvicorn.Config(app, http=http, **options)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, which says when it begins to shut down.
+
+    On SIGTERM uvicorn stops accepting, waits up to ``timeout_graceful_shutdown`` for the
+    requests in flight, and then cancels them: a long poll (``GET /runs/{id}?wait=60``, a
+    page's live section) would end in a 500 and a traceback after the whole grace period.
+    ``on_shutdown`` runs first, so the app can answer them at once instead.
+    """
+
+    def __init__(self, config: uvicorn.Config, *, on_shutdown: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_shutdown = on_shutdown
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.on_shutdown()
+        await super().shutdown(sockets)
+
+
+def dara_server(app: Any, settings: Settings, **options: Any) -> DrainingServer:
+    """The server ``python -m app`` and the tests run ``app`` (create_app's) with: its
+    runtime's long polls answer as the server begins to stop."""
+
+    def drain() -> None:
+        runtime = getattr(app.state, "runtime", None)  # None if the lifespan never started
+        if runtime is not None:
+            runtime.draining.set()
+
+    return DrainingServer(uvicorn_config(app, settings, **options), on_shutdown=drain)

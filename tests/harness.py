@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import uvicorn
 from fastapi import FastAPI
 
 from app.callback_tokens import CallbackSigner
 from app.durable import Pipeline
 from app.main import create_app
 from app.runtime import Runtime
-from app.server import uvicorn_config
+from app.server import dara_server
 from app.settings import Settings
 from tests.pipelines_for_tests import WITH_TEST_PIPELINES
 
@@ -116,7 +115,7 @@ def running_service(
     settings = settings.model_copy(update={"port": port, "public_url": url})
     app = create_app(settings, pipelines_to_run=pipelines)
     options: dict[str, object] = {"log_level": "warning", "lifespan": "on", **server_options}
-    server = uvicorn.Server(uvicorn_config(app, settings, **options))
+    server = dara_server(app, settings, **options)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     try:

@@ -54,8 +54,6 @@ CALLBACK_SCOPE = "dara-callback"
 NOTEBOOK_DIR = "/Workspace/Shared/dara-app"
 #: The demo notebook's answer for the demo job's default parameters (name=world, count=10).
 DEMO_RESULT = {"greeting": "hello world", "sum_of_squares": 285}
-#: The Apps runtime sends SIGKILL this long after SIGTERM.
-APPS_STOP_SECONDS = 15
 
 
 @dataclass
@@ -298,11 +296,16 @@ def test_without_a_token_the_run_finishes_through_the_exit_value(
     assert (run["status"], run["result"]) == ("done", {**DEMO_RESULT, "greeting": "hello exit"}), run
 
 
-def test_it_stops_within_15_seconds_of_sigterm_with_requests_in_flight(
+def test_it_stops_on_sigterm_without_waiting_out_the_long_polls_in_flight(
     deployment: Deployment, proxy: AppsProxyDouble, tmp_path: Path
 ) -> None:
     """A run is waiting on its notebook's callback (held at the proxy) and a client is
-    long-polling it when the runtime sends SIGTERM."""
+    long-polling it, and its page, when the runtime sends SIGTERM.
+
+    The Apps runtime kills an app 15 s after SIGTERM. Nothing here measures the time:
+    the test checks that nothing in the shutdown waits out a timeout (uvicorn's grace
+    period, Runtime.stop's), so the exit is bounded by work, not by waiting. The time
+    it takes is in docs/PERFORMANCE.md."""
     ada = proxy.sign_in("ada@example.com")
     earlier, proxy.upstream_port = proxy.upstream_port, free_port()  # a DARA of its own, behind the same proxy
     with (
@@ -317,40 +320,62 @@ def test_it_stops_within_15_seconds_of_sigterm_with_requests_in_flight(
             while http.get("/runs/app-stop", headers=ada).json()["status"] != "waiting":
                 assert time.monotonic() < deadline, "the run never waited for its callback"
                 time.sleep(0.05)
-            answers: list[object] = []
+            answers: dict[str, list[object]] = {"run": [], "page": []}
 
-            def long_poll() -> None:
+            def long_poll(kind: str, path: str, params: dict[str, object]) -> None:
                 # Again as each answers: a watcher's look changes the run, which ends a long poll.
                 while not stopping.is_set():
                     try:
-                        answers.append(http.get("/runs/app-stop", params={"wait": 60}, headers=ada).status_code)
+                        answer = http.get(path, params=params, headers=ada)
                     except httpx.HTTPError as exc:
-                        answers.append(exc)
+                        answers[kind].append(exc)
                         return
+                    answers[kind].append(answer.status_code)
+                    if kind == "page" and answer.status_code == 200:
+                        params = {**params, "seen": answer.headers["X-Dara-Version"]}
 
-            polling = threading.Thread(target=long_poll, daemon=True)
-            polling.start()
-            while "/runs/app-stop?wait=60" not in proxy.in_flight:  # until one is in DARA's hands
-                assert time.monotonic() < deadline, f"no long poll reached DARA: {answers}"
+            polls = [
+                threading.Thread(target=long_poll, args=("run", "/runs/app-stop", {"wait": 60}), daemon=True),
+                threading.Thread(
+                    target=long_poll, args=("page", "/ui/runs/app-stop/live", {"seen": "", "wait": 30}), daemon=True
+                ),
+            ]
+            for poll in polls:
+                poll.start()
+            held = ("/runs/app-stop?wait=60", "/ui/runs/app-stop/live?seen=")
+            # Until both are in DARA's hands at once.
+            while not all(any(p.startswith(path) for p in list(proxy.in_flight)) for path in held):
+                assert time.monotonic() < deadline, f"the long polls did not reach DARA: {answers}"
                 time.sleep(0.01)
             sent = time.monotonic()
             app.process.send_signal(signal.SIGTERM)
-            code = app.process.wait(timeout=APPS_STOP_SECONDS)
+            code = app.process.wait(timeout=60)  # only against a hang: the bound is the checks below
             took = time.monotonic() - sent
         finally:
             stopping.set()
             proxy.callbacks_flowing.set()
             proxy.upstream_port = earlier
+        # The proxy answers a long poll once DARA closes it (502 when DARA is gone), so each
+        # thread ends; the join's bound is only the client's own timeout, never reached.
+        for poll in polls:
+            poll.join(timeout=120)
+            assert not poll.is_alive(), f"a long poll got no answer: {answers}"
 
     print(f"stopped {took:.1f} s after SIGTERM")
     # uvicorn shuts down, then re-raises the signal it caught: the exit status says SIGTERM.
     assert code in (0, -signal.SIGTERM), app.output()
-    assert "Application shutdown complete" in app.output()
-    # The proxy answers a long poll once DARA closes it (502 when DARA is gone), so the
-    # thread ends; the join's bound is only the client's own timeout, never reached.
-    polling.join(timeout=120)
-    assert not polling.is_alive(), f"the long poll got no answer: {answers}"
-    assert answers and not any(isinstance(a, httpx.TimeoutException) for a in answers), answers
+    output = app.output()
+    assert "Application shutdown complete" in output
+    # No request was cut off at the end of uvicorn's grace period, and the runtime stopped
+    # without its own timeout: the exit waited for no clock.
+    assert "timeout graceful shutdown exceeded" not in output, output
+    assert "did not stop within" not in output, output
+    # Each poll in flight at SIGTERM was answered by DARA: the run as it is (200), the
+    # page unchanged (204); a poll sent after DARA stopped listening meets the proxy's 502.
+    assert answers["run"] and answers["page"], answers
+    for kind, answered_by_dara in (("run", 200), ("page", 204)):
+        statuses = [a for a in answers[kind] if a != 502]
+        assert statuses and statuses[-1] == answered_by_dara and set(statuses) <= {200, 204}, answers
 
 
 # -- where notebooks call back: the App's own URL --------------------------------------

@@ -9,6 +9,7 @@ thing has ended, or ``wait`` runs out (204). Plain HTTP requests, so they pass a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from html import escape
@@ -37,9 +38,10 @@ def live_attributes(url: str, version: str, final: bool) -> str:
     return "" if final else f' data-live="{escape(url)}" data-version="{escape(version)}"'
 
 
-async def changed_fragment(render: Render, seen: str, wait: float) -> Response:
+async def changed_fragment(render: Render, seen: str, wait: float, *, until: asyncio.Event) -> Response:
     """``render()`` gives (version, html, final). Answer it once its version is not
-    ``seen`` or it is final; 204 if neither happens within ``wait`` seconds."""
+    ``seen`` or it is final; 204 if neither happens within ``wait`` seconds, or once
+    ``until`` is set (the service is stopping: the page asks again, of the next process)."""
     deadline = time.monotonic() + wait
     while True:
         current, html, final = await render()
@@ -49,6 +51,7 @@ async def changed_fragment(render: Render, seen: str, wait: float) -> Response:
                 headers[FINAL_HEADER] = "true"
             return HTMLResponse(html, headers=headers)
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if remaining <= 0 or until.is_set():
             return Response(status_code=204, headers={"Cache-Control": "no-store"})
-        await asyncio.sleep(min(POLL_SECONDS, remaining))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(until.wait(), timeout=min(POLL_SECONDS, remaining))

@@ -45,7 +45,7 @@ async def databricks_run_live(
         details = await _describe(runtime, run_id)
         return version(details), render(details), is_final(details)
 
-    return await changed_fragment(rendered, seen, wait)
+    return await changed_fragment(rendered, seen, wait, until=runtime.draining)
 
 
 @router.get(

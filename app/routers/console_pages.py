@@ -103,7 +103,7 @@ async def export_live(
         progress, run_version = await _export(runtime, run_id)
         return run_version, export_fragment(progress), progress.status not in ACTIVE
 
-    return await changed_fragment(render, seen, wait)
+    return await changed_fragment(render, seen, wait, until=runtime.draining)
 
 
 async def _export(runtime: RuntimeDep, run_id: str) -> tuple[ExportProgress, str]:

@@ -70,7 +70,7 @@ async def run_live(
         run = await _read(runtime, run_id)
         return version(run), run_fragment(run, embedded=_embedded(runtime)), is_final(run)
 
-    return await changed_fragment(render, seen, wait)
+    return await changed_fragment(render, seen, wait, until=runtime.draining)
 
 
 async def _read(runtime: RuntimeDep, run_id: str) -> RunView:

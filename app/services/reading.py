@@ -6,7 +6,6 @@ How a run's status is worked out from its promises is app.services.run_status's.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from app.runtime import Runtime
 from app.services.errors import BadCursor, RunNotFound
@@ -20,10 +19,19 @@ async def get_run(runtime: Runtime, run_id: str, *, wait: float = 0) -> RunView:
     run = await read_run(runtime.resonate, run_id, workspace_host=host)
     if run is None:
         raise RunNotFound(run_id)
-    if wait and run.status in ("running", "waiting"):
+    if wait and run.status in ("running", "waiting") and not runtime.draining.is_set():
         handle = await runtime.resonate.get(run_id)
-        with contextlib.suppress(Exception):  # the outcome is read back below either way
-            await asyncio.wait_for(handle.result(), timeout=wait)
+        # Until the run ends, ``wait`` runs out, or the service begins to stop: the
+        # caller then gets the run as it is and asks again (of the next process).
+        ended = asyncio.ensure_future(handle.result())
+        draining = asyncio.ensure_future(runtime.draining.wait())
+        try:
+            await asyncio.wait((ended, draining), timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in (ended, draining):
+                waiting.cancel()
+            # The outcome is read back below either way.
+            await asyncio.gather(ended, draining, return_exceptions=True)
         run = await read_run(runtime.resonate, run_id, workspace_host=host)
         assert run is not None
     # What the workspace holds queued, from the listing the run watchers make: no call of its own.
