@@ -224,7 +224,7 @@ def test_unknown_promise_is_404_with_a_clear_message(service: Service) -> None:
             413,
             "bytes",
         ),
-        ("get", "/runs/no-such-run", {}, 404, "no run 'no-such-run'"),
+        ("get", "/runs/no-such-run", {}, 404, '{"detail":"no run \'no-such-run\'; start one with POST /runs"}'),
         ("get", "/runs/bad%20id", {}, 422, "pattern"),
         ("get", "/run", {"params": {"id": "a:b"}}, 422, "pattern"),
         ("post", "/resolve", {"json": {"id": "not an id:1", "value": 1, "token": "t"}}, 422, "pattern"),

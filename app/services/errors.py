@@ -1,13 +1,12 @@
 """What the run services refuse, as errors a caller can act on.
 
-Each says what went wrong and what to do about it; none knows HTTP. The routers
+Each says what went wrong and what to do about it, in its message and nothing else (a
+field no code reads is one no test can hold to its value); none knows HTTP. The routers
 translate them to statuses (app.routers.answers.STATUS), so the same refusal reads the
 same through the API, the pages and the ``resonate`` CLI.
 """
 
 from __future__ import annotations
-
-from typing import Literal
 
 
 class ServiceError(Exception):
@@ -16,7 +15,6 @@ class ServiceError(Exception):
 
 class PipelineNotFound(ServiceError):
     def __init__(self, name: str, known: list[str]) -> None:
-        self.name = name
         super().__init__(f"no pipeline named {name!r}; known: {', '.join(sorted(known)) or 'none'}")
 
 
@@ -34,14 +32,11 @@ class BadCursor(ServiceError):
 
 class RunNotFound(ServiceError):
     def __init__(self, run_id: str, why: str = "") -> None:
-        self.run_id = run_id
         super().__init__(f"no run {run_id!r}{why}")
 
 
 class PromiseNotFound(ServiceError):
     def __init__(self, run_id: str, promise_id: str) -> None:
-        self.run_id = run_id
-        self.promise_id = promise_id
         super().__init__(f"run {run_id!r} has no promise {promise_id!r}")
 
 
@@ -49,8 +44,6 @@ class IdTaken(ServiceError):
     """The run id is in use by a run of another pipeline."""
 
     def __init__(self, run_id: str, pipeline: str) -> None:
-        self.run_id = run_id
-        self.pipeline = pipeline
         super().__init__(f"run {run_id!r} exists and runs {pipeline!r}; pick another id")
 
 
@@ -58,7 +51,6 @@ class NotYours(ServiceError):
     """Someone else started the run, and the caller is not one of DARA_ADMINS."""
 
     def __init__(self, run_id: str, started_by: str, user: str, action: str = "cancel") -> None:
-        self.run_id = run_id
         super().__init__(
             f"run {run_id!r} was started by {started_by!r}, not you ({user!r}); only they "
             f"or one of DARA_ADMINS may {action} it"
@@ -67,8 +59,6 @@ class NotYours(ServiceError):
 
 class RunEnded(ServiceError):
     def __init__(self, run_id: str, status: str) -> None:
-        self.run_id = run_id
-        self.status = status
         super().__init__(f"run {run_id!r} is already {status}; nothing to cancel")
 
 
@@ -76,7 +66,6 @@ class NotRepairable(ServiceError):
     """Nothing of the run can be repaired: it is not waiting on a Databricks run that failed."""
 
     def __init__(self, run_id: str, why: str) -> None:
-        self.run_id = run_id
         super().__init__(f"run {run_id!r} cannot be repaired: {why}")
 
 
@@ -85,32 +74,29 @@ class MissingToken(ServiceError):
         super().__init__("missing token: send the callback_signature widget's value as `token`")
 
 
-#: Why a callback token was refused: it is another promise's, or an earlier run's of the same id.
-TokenReason = Literal["not_this_promise", "earlier_run"]
-
-
 class TokenRefused(ServiceError):
-    def __init__(self, promise_id: str, run_id: str, reason: TokenReason) -> None:
-        self.promise_id = promise_id
-        self.reason = reason
-        if reason == "not_this_promise":
-            message = (
-                f"token does not match promise {promise_id!r}: send the promise_id and "
-                "callback_signature widgets of the notebook run DARA started for that wait"
-            )
-        else:
-            message = (
-                f"token was issued to an earlier run that also had the id {run_id!r}; the run "
-                "that has it now did not start your notebook, so its waits are not yours to settle"
-            )
-        super().__init__(message)
+    """A callback token that is not this wait's: each kind of refusal takes only what it names."""
+
+    @classmethod
+    def not_this_promise(cls, promise_id: str) -> TokenRefused:
+        return cls(
+            f"token does not match promise {promise_id!r}: send the promise_id and "
+            "callback_signature widgets of the notebook run DARA started for that wait"
+        )
+
+    @classmethod
+    def earlier_run(cls, run_id: str) -> TokenRefused:
+        return cls(
+            f"token was issued to an earlier run that also had the id {run_id!r}; the run "
+            "that has it now did not start your notebook, so its waits are not yours to settle"
+        )
 
 
 class NotAWait(ServiceError):
     """The promise is the run itself, or a step, watcher or sleep of it: not settled from outside."""
 
     def __init__(self, promise_id: str, run_id: str, kind: str) -> None:
-        self.promise_id = promise_id
+        #: Read by the resonate CLI's audit line (app.resonate_protocol).
         self.run_id = run_id
         #: ``run``, or the promise's kind (app.services.run_status.StepKind).
         self.kind = kind
@@ -130,7 +116,5 @@ class AlreadySettled(ServiceError):
     """The wait was settled otherwise before: another value, the other outcome, its deadline or a cancel."""
 
     def __init__(self, promise_id: str, state: str, *, same_outcome: bool) -> None:
-        self.promise_id = promise_id
-        self.state = state
         found = f"{state} with another value" if same_outcome else state
         super().__init__(f"{promise_id!r} was already {found}; this callback's value was not recorded")

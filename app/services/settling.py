@@ -57,14 +57,14 @@ async def settle(runtime: Runtime, promise_id: str, token: str | None, outcome: 
         raise MissingToken()
     issued_to = runtime.signer.issued_for(promise_id, token)
     if issued_to is None:
-        raise TokenRefused(promise_id, resonate_format.run_of(promise_id), "not_this_promise")
+        raise TokenRefused.not_this_promise(promise_id)
     run_id = resonate_format.run_of(promise_id)
     bind_run(run_id)  # this request's log lines are about that run
     root = await get_promise(runtime.resonate, run_id)
     if root is None or not is_run(root):
         raise RunNotFound(run_id, ": it was never started, or the in-process server that held it was restarted")
     if run_meta(root).incarnation != issued_to:
-        raise TokenRefused(promise_id, run_id, "earlier_run")
+        raise TokenRefused.earlier_run(run_id)
     if resonate_format.is_root_id(promise_id):
         raise NotAWait(promise_id, run_id, "run")
     record = await find_wait(runtime, promise_id)
