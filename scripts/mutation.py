@@ -202,6 +202,10 @@ GROUPS: dict[str, Group] = {
             "tests/test_run_watch.py",
             "tests/test_run_lifecycle.py",
             "tests/test_notebook_errors.py",
+            "tests/test_run_events.py",  # the paced listing and the checks run events start
+            "tests/test_orphaned_runs.py",
+            "tests/test_repair.py",
+            "tests/test_repair_window_view.py",
             "-k",
             "not postgres",
         ),
