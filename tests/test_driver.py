@@ -18,6 +18,7 @@ from resonate.types import Value
 
 from app.durable import Context, RetryPolicy, StepDependencies, StepError, StepInfo, WaitDefaults, drive
 from app.durable.in_process import InProcessServer
+from app.durable.telemetry import NoTelemetry, TelemetryHook
 from app.wiring import wire
 from steps.retryable import DATABRICKS
 
@@ -193,9 +194,17 @@ async def test_a_wait_past_its_deadline_fails_the_pipeline_with_a_timeout(backen
             return str(exc)
         return "resolved?"
 
+    class Waits(NoTelemetry):
+        def __init__(self) -> None:
+            self.passed: list[tuple[str, str, str]] = []
+
+        def wait_passed(self, run_id: str, pipeline: str, record: Any) -> None:
+            self.passed.append((pipeline, record.id, record.state))
+
     server = backend(group="dara")
     resonate = Resonate(network=server, retry_policy=Never())
     resonate.with_dependency(WaitDefaults(backend_times_out=getattr(backend, "times_out_waits", False)))
+    resonate.with_dependency(TelemetryHook(telemetry := Waits()))
     wire(resonate, [], StepDependencies())
     durable = drive(pipeline)
     resonate.register(durable, name="times_out")
@@ -214,6 +223,7 @@ async def test_a_wait_past_its_deadline_fails_the_pipeline_with_a_timeout(backen
     else:
         assert record.state == "rejected"
         assert len(detached) == 1  # the watchdog
+    assert telemetry.passed == [("times_out", "drv-deadline:1", record.state)]  # its wait metric counts it
 
 
 async def wait_for_promise(resonate: Any, promise_id: str) -> Any:

@@ -14,7 +14,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.workspace.deploy import demo_job_settings, import_notebooks
+from steps.jobs import upsert_job
 from tests.harness import Service, make_settings, running_service, sign
+
+TEST_NOTEBOOKS = Path(__file__).parent / "notebooks"
 
 TOKEN = "metrics-api-token-0123456789"
 
@@ -46,6 +50,10 @@ def resolve(service: Service, promise_id: str, value: object) -> None:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     with running_service(make_settings(tmp_path_factory.mktemp("observed"))) as svc:
+        # A job whose notebook fails before its callback cell: its watcher rejects the wait.
+        w = svc.runtime.workspace
+        notebook = import_notebooks(w, "/Workspace/Shared/dara-tests", TEST_NOTEBOOKS)["no_callback"]
+        upsert_job(w, demo_job_settings("no_callback", notebook, cluster=None))
         yield svc
 
 
@@ -99,6 +107,35 @@ def test_a_failed_run_its_databricks_error_and_a_step_retry_are_counted(service:
     assert value(samples, "dara_runs_ended_total", pipeline="notebook_job", status="failed") == 1
     assert value(samples, "dara_databricks_api_errors_total", status="404", code="RESOURCE_DOES_NOT_EXIST") >= 1
     assert value(samples, "dara_step_retries_total", step="fails_once_then_echoes", reason="transient") == 1
+
+
+def test_a_rejected_wait_and_a_timed_out_wait_are_counted_as_such(service: Service) -> None:
+    """A wait the pipeline gets past by failing still ends: by a reject (a callback's, or
+    its watcher's when the job ended without calling back), or by its deadline."""
+    before = scrape(service)
+    for run_id, params in (("metrics-rejected", {}), ("metrics-timed-out", {"timeout_seconds": 1})):
+        start = {"pipeline": "waits_for_callback", "id": run_id, "params": params}
+        assert service.http.post("/runs", json=start).status_code == 201
+    silent = {"pipeline": "notebook_job", "id": "metrics-silent", "params": {"job": "no_callback"}}
+    assert service.http.post("/runs", json=silent).status_code == 201
+    service.wait_until("metrics-rejected", "waiting")
+    token = sign(service.http, "metrics-rejected:1")
+    rejected = service.http.post("/reject", json={"id": "metrics-rejected:1", "error": "no", "token": token})
+    assert rejected.status_code == 200, rejected.text
+
+    assert service.wait_for("metrics-rejected")["status"] == "failed"
+    assert service.wait_for("metrics-timed-out")["status"] == "timed_out"
+    assert service.wait_for("metrics-silent", timeout=120)["status"] == "failed"
+    after = scrape(service)
+
+    def grew(pipeline: str, settled: str) -> float:
+        labels = {"pipeline": pipeline, "settled": settled}
+        return value(after, "dara_wait_duration_seconds_count", **labels) - value(
+            before, "dara_wait_duration_seconds_count", **labels
+        )
+
+    assert (grew("waits_for_callback", "rejected"), grew("waits_for_callback", "rejected_timedout")) == (1, 1)
+    assert (grew("notebook_job", "rejected"), grew("notebook_job", "resolved")) == (1, 0)
 
 
 def test_a_cancelled_run_is_counted(service: Service) -> None:

@@ -115,16 +115,13 @@ class Wait:
     async def _value(self) -> Any:
         try:
             value = await self._future
-        except ApplicationError:
+        except Exception as exc:
             # A backend timeout settles the promise with no value, which the SDK
             # reports as "unknown error: null": name it. Only failures pay this read.
             record = await self._ctx.get_dependency(Resonate).promises.get(future_id(self._future))
             self._passed(record)
-            if record.state == "rejected_timedout":
+            if isinstance(exc, ApplicationError) and record.state == "rejected_timedout":
                 raise WaitTimedOut(record.id, record.timeout_at) from None
-            raise
-        except Exception:
-            self._passed(settled_record(self._ctx, future_id(self._future)))
             raise
         self._passed(settled_record(self._ctx, future_id(self._future)))
         return value
