@@ -17,6 +17,7 @@ from resonate.testing import local_resonate
 from resonate.types import Value
 
 from app.durable import Context, RetryPolicy, StepDependencies, StepError, StepInfo, WaitDefaults, drive
+from app.durable.context import EXPIRY_MARGIN
 from app.durable.in_process import InProcessServer
 from app.durable.telemetry import NoTelemetry, TelemetryHook
 from app.wiring import wire
@@ -223,6 +224,10 @@ async def test_a_wait_past_its_deadline_fails_the_pipeline_with_a_timeout(backen
     else:
         assert record.state == "rejected"
         assert len(detached) == 1  # the watchdog
+        # The backend's own timeout is the backstop, a margin past the watchdog's.
+        assert record.timeout_at - record.created_at == (timedelta(seconds=1) + EXPIRY_MARGIN) // timedelta(
+            milliseconds=1
+        )
     assert telemetry.passed == [("times_out", "drv-deadline:1", record.state)]  # its wait metric counts it
 
 
