@@ -5,6 +5,15 @@ own, the Databricks run a step started, and the refusal of an unknown pipeline.
 
 from __future__ import annotations
 
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from app.durable.resonate_format import EXTERNAL, SCOPE, TIMER, error_message, made_by
+from app.services.errors import BadParams, PipelineNotFound
+from app.services.run_status import DatabricksRun, StepView, _databricks_run, _show_once
 from tests.harness import Service, sign
 
 
@@ -35,11 +44,13 @@ def test_the_demo_runs_databricks_run_carries_its_job(service: Service) -> None:
     )
     assert started.status_code == 201, started.text
 
-    run = service.wait_for("status-job")
+    service.wait_for("status-job")
+    run = service.http.get("/runs/status-job").json()  # read once, without waiting
 
     [databricks] = run["databricks_runs"]
     assert databricks["job_id"] == job.job_id
-    assert databricks["url"].endswith(f"/jobs/{job.job_id}/runs/{databricks['run_id']}")
+    host = service.runtime.workspace_host.rstrip("/")
+    assert databricks["url"] == f"{host}/jobs/{job.job_id}/runs/{databricks['run_id']}"
 
 
 def test_an_unknown_pipeline_is_refused_naming_every_known_one(service: Service) -> None:
@@ -49,3 +60,100 @@ def test_an_unknown_pipeline_is_refused_naming_every_known_one(service: Service)
 
     assert refused.status_code == 404, refused.text
     assert refused.json()["detail"] == f"no pipeline named 'nope'; known: {', '.join(known)}"
+
+
+def test_a_wait_and_a_sleep_are_shown_by_kind_with_their_times(service: Service) -> None:
+    started = service.http.post("/runs", json={"pipeline": "waits_then_sleeps", "id": "status-kinds"})
+    assert started.status_code == 201, started.text
+    waiting = service.wait_until("status-kinds", "waiting")
+    [wait] = waiting["steps"]
+    assert (wait["name"], wait["kind"], wait["state"], wait["finished_at"]) == ("callback", "callback", "pending", None)
+    resolved = service.http.post(
+        "/resolve", json={"id": "status-kinds:1", "value": 1, "token": sign(service.http, "status-kinds:1")}
+    )
+    assert resolved.status_code == 200, resolved.text
+
+    run = service.wait_for("status-kinds")
+
+    wait, sleep = run["steps"]
+    assert [(step["name"], step["kind"], step["state"]) for step in run["steps"]] == [
+        ("callback", "callback", "resolved"),
+        (None, "sleep", "resolved"),
+    ]
+    for step in (wait, sleep):
+        assert step["started_at"] <= step["finished_at"] <= run["finished_at"], step
+
+
+def test_a_filtered_listing_fills_its_page_exactly(service: Service) -> None:
+    """Runs of two pipelines, interleaved: each page of one holds ``limit`` of it, no more."""
+    for i in range(3):
+        for pipeline in ("sleeps", "waits_for_callback"):
+            body = {"pipeline": pipeline, "id": f"status-list-{pipeline}-{i}", "params": {}}
+            assert service.http.post("/runs", json=body).status_code == 201
+
+    first = service.http.get("/runs", params={"pipeline": "waits_for_callback", "limit": 2}).json()
+    second = service.http.get(
+        "/runs", params={"pipeline": "waits_for_callback", "limit": 2, "cursor": first["next_cursor"]}
+    ).json()
+
+    assert [run["id"] for run in first["runs"]] == [f"status-list-waits_for_callback-{i}" for i in (2, 1)]
+    assert second["runs"][0]["id"] == "status-list-waits_for_callback-0" and len(second["runs"]) <= 2
+
+
+# -- the pure parts, on records made up here ---------------------------------------------
+
+
+def record(**tags: str) -> Any:
+    return SimpleNamespace(tags=tags)
+
+
+def test_each_kind_of_promise_is_told_by_its_tags() -> None:
+    assert made_by(record(**{TIMER: "true"})) == "sleep"
+    assert made_by(record(**{EXTERNAL: "true"})) == "promise"
+    assert made_by(record(**{SCOPE: "local"})) == "run"
+    assert made_by(record(**{SCOPE: "global"})) == "call"
+
+
+@pytest.mark.parametrize(
+    ("stored", "message"),
+    [
+        ({"__type": "error", "message": "boom"}, "boom"),
+        ({"message": 3}, "{'message': 3}"),  # not a message: the value as text
+        ("a bare string", "a bare string"),
+        (None, "None"),
+    ],
+)
+def test_a_rejections_message_is_its_message_or_the_value_as_text(stored: Any, message: str) -> None:
+    assert error_message(stored) == message
+
+
+def test_a_databricks_run_link_names_its_job_only_when_the_job_id_is_a_number() -> None:
+    host = "https://dbc.example.com"
+    assert _databricks_run({"run_id": 5, "job_id": 7, "url": "x"}, host) == DatabricksRun(
+        job_id=7, run_id=5, url=f"{host}/jobs/7/runs/5"
+    )
+    assert _databricks_run({"run_id": 5, "job_id": "7", "url": "x"}, host) == DatabricksRun(
+        job_id=None, run_id=5, url=f"{host}/#job/runs/5"
+    )
+
+
+def test_a_step_is_shown_once_only_if_its_result_is_the_runs_as_json_too() -> None:
+    def step(result: Any, state: str = "resolved") -> StepView:
+        return StepView(id="r:1", name="s", kind="step", state=state, started_at=datetime.now(), result=result)
+
+    one, true, pending, same = step(1), step(True), step(True, "pending"), step({"a": 1})
+    _show_once([one, true, pending], True)  # 1 == True in Python, not in JSON
+    _show_once([same], {"a": 1})
+
+    assert [(s.result, s.result_is_run_result) for s in (one, true, pending, same)] == [
+        (1, False),
+        (None, True),
+        (True, False),
+        (None, True),
+    ]
+
+
+def test_a_refusal_lists_what_there_is_or_says_there_is_none() -> None:
+    assert str(PipelineNotFound("x", [])) == "no pipeline named 'x'; known: none"
+    assert str(PipelineNotFound("x", ["b", "a"])) == "no pipeline named 'x'; known: a, b"
+    assert str(BadParams.invalid("p", ["one", "two"])) == "bad params for p: one; two"

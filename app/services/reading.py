@@ -19,7 +19,7 @@ async def get_run(runtime: Runtime, run_id: str, *, wait: float = 0) -> RunView:
     run = await read_run(runtime.resonate, run_id, workspace_host=host)
     if run is None:
         raise RunNotFound(run_id)
-    if wait and run.status in ("running", "waiting") and not runtime.draining.is_set():
+    if wait and run.status in ("running", "waiting"):
         handle = await runtime.resonate.get(run_id)
         # Until the run ends, ``wait`` runs out, or the service begins to stop: the
         # caller then gets the run as it is and asks again (of the next process).
@@ -44,7 +44,7 @@ async def list_runs(
     *,
     pipeline: str | None = None,
     status: RunStatus | None = None,
-    limit: int = 20,
+    limit: int,
     cursor: str | None = None,
 ) -> RunPage:
     """Runs, newest first, filtered by pipeline and status, a page at a time, as summaries.
@@ -64,8 +64,9 @@ async def list_runs(
         except ValueError as exc:
             raise BadCursor(str(exc)) from None
         for run_id in ids:
-            # The steps are read for the progress counts (and the status: "waiting").
-            if wanted(run := await read_run(runtime.resonate, run_id, workspace_host=runtime.workspace_host)):
+            # The steps are read for the progress counts (and the status: "waiting"); a
+            # summary has no links, so no workspace host.
+            if wanted(run := await read_run(runtime.resonate, run_id)):
                 runs.append(RunListItem.of(run))  # type: ignore[arg-type]
         if len(runs) >= limit or position is None:
             return RunPage(runs=runs, next_cursor=position)

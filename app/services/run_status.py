@@ -335,7 +335,7 @@ def _step(record: PromiseRecord) -> StepView:
     if isinstance(result, dict) and set(result) == {"step", "result"}:
         name, result = result["step"], result["result"]
     elif error is not None and kind == "step":
-        name = error.split(":", 1)[0]
+        name = error.partition(":")[0]
     elif kind == "callback":
         name = "callback"
     return StepView(
