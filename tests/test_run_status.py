@@ -5,10 +5,12 @@ own, the Databricks run a step started, and the refusal of an unknown pipeline.
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
 
 from app.durable.resonate_format import EXTERNAL, SCOPE, TIMER, error_message, made_by
@@ -98,6 +100,47 @@ def test_a_filtered_listing_fills_its_page_exactly(service: Service) -> None:
 
     assert [run["id"] for run in first["runs"]] == [f"status-list-waits_for_callback-{i}" for i in (2, 1)]
     assert second["runs"][0]["id"] == "status-list-waits_for_callback-0" and len(second["runs"]) <= 2
+
+
+def test_one_long_poll_answers_with_the_run_once_it_ends(service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One request, sent while the run waits: its answer is the ended run. The client
+    gives up long before the poll's own 60 s, so a poll that sat out its wait fails."""
+    started = service.http.post("/runs", json={"pipeline": "waits_for_callback", "id": "status-poll"})
+    assert started.status_code == 201, started.text
+    service.wait_until("status-poll", "waiting")
+    resonate = service.runtime.resonate
+    holding = threading.Event()  # the poll holds the run's handle: it waits for its end
+
+    async def get(run_id: str) -> Any:
+        handle = await type(resonate).get(resonate, run_id)
+        holding.set()
+        return handle
+
+    monkeypatch.setattr(resonate, "get", get)
+    answers: list[httpx.Response] = []
+
+    def poll() -> None:
+        with httpx.Client(base_url=service.url, timeout=30) as http:
+            answers.append(http.get("/runs/status-poll", params={"wait": 60}))
+
+    polling = threading.Thread(target=poll)
+    polling.start()
+    assert holding.wait(timeout=30), answers
+    token = sign(service.http, "status-poll:1")
+    assert service.http.post("/resolve", json={"id": "status-poll:1", "value": 7, "token": token}).status_code == 200
+    polling.join()
+
+    [answer] = answers
+    assert (answer.status_code, answer.json()["status"], answer.json()["result"]) == (200, "done", 7)
+
+
+def test_a_sleeping_run_is_waiting(service: Service) -> None:
+    body = {"pipeline": "sleeps", "id": "status-asleep", "params": {"seconds": 120}}
+    assert service.http.post("/runs", json=body).status_code == 201
+
+    run = service.wait_until("status-asleep", "waiting")
+
+    assert [(step["kind"], step["state"]) for step in run["steps"]] == [("sleep", "pending")]
 
 
 # -- the pure parts, on records made up here ---------------------------------------------

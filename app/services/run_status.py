@@ -295,9 +295,10 @@ async def _child(resonate: Resonate, child_id: str) -> PromiseRecord | None:
 
 
 def _only_waits_pending(steps: list[StepView]) -> bool:
-    """Suspended, as far as promises can tell: nothing running, something awaited."""
-    pending = {step.kind for step in steps if step.state == "pending"} - {"watcher"}
-    return bool(pending) and not pending & {"step", "call"}
+    """Suspended, as far as promises can tell: a wait or a sleep pending, and no step or
+    call running. (A pending watcher says neither: it outlives the wait it watches.)"""
+    pending = {step.kind for step in steps if step.state == "pending"}
+    return bool(pending & {"callback", "sleep"}) and not pending & {"step", "call"}
 
 
 def is_run(root: PromiseRecord) -> bool:
