@@ -156,6 +156,28 @@ async def test_transient_failures_are_retried_and_permanent_ones_are_not() -> No
     assert calls == ["transient", "transient", "transient", "permanent"]
 
 
+async def who_started(info: StepInfo) -> list[str]:
+    return [info.started_by, info.incarnation]
+
+
+async def test_a_step_is_told_who_started_its_run() -> None:
+    """Callback tokens are bound to the run's incarnation, which a step learns this way."""
+
+    def pipeline(ctx: Context) -> Generator[Any, Any, list[str]]:
+        return (yield ctx.run(who_started))
+
+    meta = {"started_by": "ada@example.com", "incarnation": "i-1", "started_at": 1}
+    resonate = local_resonate()
+    durable = drive(pipeline)
+    resonate.register(durable, name="who")
+    try:
+        result = await resonate.run("drv-who", durable, _dara=meta).result()
+    finally:
+        await resonate.stop()
+
+    assert result == ["ada@example.com", "i-1"]
+
+
 async def test_a_promise_resolved_from_outside_resumes_the_pipeline() -> None:
     def pipeline(ctx: Context) -> Generator[Any, Any, dict]:
         done = ctx.promise()

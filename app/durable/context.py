@@ -136,14 +136,12 @@ class Wait:
 class Context:
     """Durable operations for a pipeline body."""
 
-    def __init__(
-        self, ctx: ResonateContext, *, wait_timeout: timedelta | None = None, meta: RunMeta | None = None
-    ) -> None:
+    def __init__(self, ctx: ResonateContext, *, meta: RunMeta, wait_timeout: timedelta | None = None) -> None:
         self._ctx = ctx
         self._wait_timeout = wait_timeout
         self._waits: list[str] = []
         #: What DARA recorded about this run: who started it, and its incarnation.
-        self.meta = meta or RunMeta()
+        self.meta = meta
 
     @property
     def run_id(self) -> str:
