@@ -47,9 +47,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "build" / "mutation"
 #: What the mutated copy needs besides ``app/``: imported or read by the tests.
-ALSO_COPY = ("pipelines", "steps", "tests", "notebooks", "examples", "scripts")
+ALSO_COPY = ("pipelines", "steps", "tests", "notebooks", "examples", "scripts", "databricks.yml", "app.yaml")
 #: Linked into each group's folder; mutmut copies them from there into ``mutants/``.
-LINKED = ("app", *ALSO_COPY, "uv.lock", "app.yaml", "databricks.yml")
+LINKED = ("app", *ALSO_COPY, "uv.lock")
 
 
 @dataclass(frozen=True)
@@ -195,9 +195,31 @@ GROUPS: dict[str, Group] = {
             "not example_deploys and not cli_",
         ),
     ),
-    # How a Databricks run's end settles or fails its wait.
+    # How a Databricks run's end settles or fails its wait. Not how often the watchers look
+    # or list (watch_run's pacing, the listing's call budget): that is cost, measured by
+    # scripts/bench_watch.py, not an outcome.
     "watchers": Group(
-        targets={"app/watchers.py": None, "app/active_runs.py": None, "app/exit_values.py": None},
+        targets={
+            "app/watchers.py": (
+                "x__look",
+                "x__final_state",
+                "x__deadline_near",
+                "x__seconds_left",
+                "x_check_run",
+                "x_ended_state",
+                "x_repairable_until",
+                "x_run_report",
+                "x_report_end",
+            ),
+            "app/active_runs.py": (
+                "xǁActiveRunsǁis_active",
+                "xǁActiveRunsǁ_current",
+                "xǁActiveRunsǁsaw_ended",
+                "xǁActiveRunsǁended_as",
+                "xǁActiveRunsǁsaw_active",
+            ),
+            "app/exit_values.py": None,
+        },
         tests=(
             "tests/test_run_watch.py",
             "tests/test_run_lifecycle.py",
