@@ -13,9 +13,18 @@ from typing import Any
 import httpx
 import pytest
 
-from app.durable.resonate_format import EXTERNAL, SCOPE, TIMER, error_message, made_by
+from app.durable.resonate_format import (
+    EXTERNAL,
+    ORIGIN,
+    SCOPE,
+    TIMER,
+    StoredCall,
+    error_message,
+    made_by,
+    stored_call,
+)
 from app.services.errors import BadParams, PipelineNotFound
-from app.services.run_status import DatabricksRun, StepView, _databricks_run, _show_once
+from app.services.run_status import DatabricksRun, StepView, _databricks_run, _show_once, is_run
 from tests.harness import Service, sign
 
 
@@ -48,6 +57,9 @@ def test_the_demo_runs_databricks_run_carries_its_job(service: Service) -> None:
 
     service.wait_for("status-job")
     run = service.http.get("/runs/status-job").json()  # read once, without waiting
+    # Its watcher records how the Databricks run ended, on its next look.
+    ended = service.wait_until("status-job", "done", also=lambda r: r["databricks_runs"][0]["state"] is not None)
+    assert ended["databricks_runs"][0]["state"] == "SUCCESS"
 
     [databricks] = run["databricks_runs"]
     assert databricks["job_id"] == job.job_id
@@ -143,11 +155,43 @@ def test_a_sleeping_run_is_waiting(service: Service) -> None:
     assert [(step["kind"], step["state"]) for step in run["steps"]] == [("sleep", "pending")]
 
 
+def test_a_cancelled_runs_wait_says_it_was_cancelled(service: Service) -> None:
+    assert service.http.post("/runs", json={"pipeline": "waits_for_callback", "id": "status-cancel"}).status_code == 201
+    service.wait_until("status-cancel", "waiting")
+    assert service.http.post("/runs/status-cancel/cancel").status_code == 200
+
+    run = service.http.get("/runs/status-cancel").json()
+
+    assert run["status"] == "cancelled"
+    [wait] = run["steps"]
+    assert (wait["kind"], wait["state"], wait["error"]) == ("callback", "rejected_canceled", "cancelled")
+
+
 # -- the pure parts, on records made up here ---------------------------------------------
 
 
 def record(**tags: str) -> Any:
     return SimpleNamespace(tags=tags)
+
+
+def stored(data: Any, promise_id: str = "r") -> Any:
+    return SimpleNamespace(id=promise_id, param=SimpleNamespace(data=data), tags={ORIGIN: promise_id})
+
+
+def test_a_stored_call_reads_what_the_sdk_wrote_and_nothing_else() -> None:
+    assert stored_call(stored({"func": "f", "args": [1, 2], "kwargs": {"a": 1}})) == StoredCall("f", [1, 2], {"a": 1})
+    assert stored_call(stored({"func": "f"})) == StoredCall("f", [], {})
+    assert stored_call(stored({"func": "f", "args": "12", "kwargs": ["a"]})) == StoredCall("f", [], {})
+    assert stored_call(stored({"args": []})) is None
+    assert stored_call(stored("a step's value")) is None
+
+
+def test_a_run_is_a_root_promise_that_holds_a_call() -> None:
+    assert is_run(stored({"func": "notebook_job"}))
+    assert not is_run(stored(None))  # a root promise made by hand, not a run
+    child = stored({"func": "dara.watch_run"}, "r:3")
+    child.tags = {ORIGIN: "r"}
+    assert not is_run(child)
 
 
 def test_each_kind_of_promise_is_told_by_its_tags() -> None:
