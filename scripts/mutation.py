@@ -132,6 +132,7 @@ GROUPS: dict[str, Group] = {
             "tests/test_run_lifecycle.py",
             "tests/test_callbacks_and_inputs.py",
             "tests/test_security_callbacks.py",
+            "tests/test_security_identity.py",  # who started a run
             "tests/test_floods.py",
             "-k",
             "not postgres",
