@@ -178,6 +178,16 @@ async def test_a_step_is_told_who_started_its_run() -> None:
     assert result == ["ada@example.com", "i-1"]
 
 
+class Waits(NoTelemetry):
+    """The waits a pipeline got past, as the runtime's metrics are told them."""
+
+    def __init__(self) -> None:
+        self.passed: list[tuple[str, str, str]] = []
+
+    def wait_passed(self, run_id: str, pipeline: str, record: Any) -> None:
+        self.passed.append((pipeline, record.id, record.state))
+
+
 async def test_a_promise_resolved_from_outside_resumes_the_pipeline() -> None:
     def pipeline(ctx: Context) -> Generator[Any, Any, dict]:
         done = ctx.promise()
@@ -187,6 +197,7 @@ async def test_a_promise_resolved_from_outside_resumes_the_pipeline() -> None:
 
     resonate = local_resonate()
     wire(resonate, [], StepDependencies())
+    resonate.with_dependency(TelemetryHook(telemetry := Waits()))
     durable = drive(pipeline)
     resonate.register(durable, name="resumes")
     try:
@@ -199,6 +210,7 @@ async def test_a_promise_resolved_from_outside_resumes_the_pipeline() -> None:
         await resonate.stop()
 
     assert result == {"promise": "drv-promise:1", "value": {"rows": 7}}
+    assert telemetry.passed == [("resumes", "drv-promise:1", "resolved")]  # counted once, by its own record
 
 
 @pytest.mark.parametrize(
@@ -216,13 +228,6 @@ async def test_a_wait_past_its_deadline_fails_the_pipeline_with_a_timeout(backen
         except Exception as exc:  # noqa: BLE001 -- the error is the result under test
             return str(exc)
         return "resolved?"
-
-    class Waits(NoTelemetry):
-        def __init__(self) -> None:
-            self.passed: list[tuple[str, str, str]] = []
-
-        def wait_passed(self, run_id: str, pipeline: str, record: Any) -> None:
-            self.passed.append((pipeline, record.id, record.state))
 
     server = backend(group="dara")
     resonate = Resonate(network=server, retry_policy=Never())
