@@ -20,17 +20,22 @@ from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import anyio
 import pytest
 from databricks.sdk import WorkspaceClient
 from databricks.sdk.config import Config
+from databricks.sdk.service import jobs
 from databricks.sdk.service.jobs import RunResultState
 
+import app.active_runs
+import app.exit_values
 import app.watchers
 import app.workspace.client
 from app.durable import Context, pipeline
+from app.limits import depth_message, surrogate_message
 from app.services.run_status import read_run
 from app.workspace.deploy import demo_job_settings, import_notebooks
 from app.workspace.embedded import LOCAL_TOKEN
@@ -393,3 +398,62 @@ def test_a_notebook_that_exits_with_a_value_and_never_calls_back_completes_its_r
 
     assert (run["status"], run["result"]) == ("done", {"greeting": "hello ada", "rows": [1, 2, 3]}), run
     assert state == "SUCCESS"
+
+
+# -- the pure parts, on runs made up here ------------------------------------------------
+
+
+def made_up_run(life_cycle: str | None, result: str | None = None, *, ended_ms_ago: int = 1000) -> jobs.Run:
+    state = (
+        None
+        if life_cycle is None
+        else jobs.RunState(
+            life_cycle_state=jobs.RunLifeCycleState(life_cycle),
+            result_state=jobs.RunResultState(result) if result else None,
+        )
+    )
+    return jobs.Run(run_id=7, state=state, end_time=app.watchers.now_ms() - ended_ms_ago)
+
+
+@pytest.mark.parametrize(
+    ("life_cycle", "result", "window", "ended"),
+    [
+        ("TERMINATED", "SUCCESS", 0, "SUCCESS"),
+        ("TERMINATED", "FAILED", 0, "FAILED"),
+        ("INTERNAL_ERROR", None, 0, "INTERNAL_ERROR"),
+        ("SKIPPED", None, 0, "SKIPPED"),
+        ("RUNNING", None, 0, None),
+        ("TERMINATING", None, 0, None),
+        (None, None, 0, None),
+        ("TERMINATED", "FAILED", 60, None),  # a repair may still run it again
+        ("TERMINATED", "SUCCESS", 60, "SUCCESS"),  # nothing to repair
+    ],
+)
+def test_a_run_has_ended_once_terminal_and_past_its_repair_window(
+    life_cycle: str | None, result: str | None, window: int, ended: str | None, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, repair_window=timedelta(seconds=window))
+    assert app.watchers.ended_state(made_up_run(life_cycle, result), settings) == ended
+
+
+def test_an_exit_value_is_json_if_it_parses_and_refused_if_it_could_not_be_stored() -> None:
+    decoded = app.exit_values._decoded
+    assert decoded('{"rows": 7}', "task main", 5) == {"rows": 7}
+    assert decoded("not json", "task main", 5) == "not json"
+    assert decoded('"\\ud800"', "task main", 5) == app.exit_values._Refused(surrogate_message("task main", "\\ud800"))
+    assert decoded("[[[1]]]", "task main", 2) == app.exit_values._Refused(depth_message("task main", 3, 2))
+    assert decoded("[[1]]", "task main", 2) == [[1]]
+
+
+def test_a_run_seen_active_on_its_own_counts_as_active_until_the_next_listing() -> None:
+    """Started after the listing, it is missing from it; read on its own, it is active."""
+    listing = SimpleNamespace(jobs=SimpleNamespace(list_runs=lambda **_: []), config=SimpleNamespace(host="x"))
+    active = app.active_runs.ActiveRuns(cast(WorkspaceClient, listing), 60.0)
+    assert not asyncio.run(active.is_active(7))  # the listing, taken now, does not have it
+    active.saw_ended(7, "FAILED")
+    assert active.ended_as(7) == "FAILED"
+
+    active.saw_active(7)  # read on its own: repaired, it runs again
+
+    assert active.ended_as(7) is None
+    assert asyncio.run(active.is_active(7))
