@@ -26,6 +26,7 @@ from typing import Any, cast
 import anyio
 import pytest
 from databricks.sdk import WorkspaceClient
+from databricks.sdk import errors as dbx_errors
 from databricks.sdk.config import Config
 from databricks.sdk.service import jobs
 from databricks.sdk.service.jobs import RunResultState
@@ -457,3 +458,118 @@ def test_a_run_seen_active_on_its_own_counts_as_active_until_the_next_listing() 
 
     assert active.ended_as(7) is None
     assert asyncio.run(active.is_active(7))
+
+
+class Outputs:
+    """``w.jobs.get_run_output`` for made-up task runs: an output, or an error to raise."""
+
+    def __init__(self, **outputs: object) -> None:
+        self.outputs = {int(run.removeprefix("run")): out for run, out in outputs.items()}
+        self.jobs = self
+
+    def get_run_output(self, run_id: int) -> jobs.RunOutput:
+        out = self.outputs[run_id]
+        if isinstance(out, Exception):
+            raise out
+        if out is None:
+            return jobs.RunOutput()
+        text, truncated = out if isinstance(out, tuple) else (out, False)
+        return jobs.RunOutput(notebook_output=jobs.NotebookOutput(result=cast(str, text), truncated=truncated))
+
+
+def exit_values(outputs: Outputs, *keys: str, max_bytes: int = 100, max_depth: int = 3) -> Any:
+    tasks = [jobs.RunTask(task_key=key, run_id=run_id) for key, run_id in zip(keys, outputs.outputs, strict=True)]
+    run = jobs.Run(run_id=1, tasks=[*tasks, jobs.RunTask(task_key="not started")])  # no run id: skipped
+    return app.exit_values.read_exit_values(
+        cast(WorkspaceClient, outputs), run, max_bytes=max_bytes, max_depth=max_depth
+    )
+
+
+def test_one_tasks_exit_value_is_the_value_and_several_are_keyed_by_task() -> None:
+    ExitValues = app.exit_values.ExitValues
+    assert exit_values(Outputs(run1='{"rows": 7}'), "main") == ExitValues(True, {"rows": 7})
+    assert exit_values(Outputs(run1="null"), "main") == ExitValues(True, None)  # a value, and it is null
+    assert exit_values(Outputs(run1='"a"', run2="2"), "a", "b") == ExitValues(True, {"a": "a", "b": 2})
+    # A task without output, or whose output is gone for good, has no value; the others do.
+    gone = dbx_errors.ResourceDoesNotExist("no output")
+    assert exit_values(Outputs(run1=None, run2="2", run3=gone), "a", "b", "c") == ExitValues(True, {"b": 2})
+    assert exit_values(Outputs(run1=None), "main") == ExitValues()
+
+
+def test_an_exit_value_that_cannot_be_used_says_why() -> None:
+    problem = exit_values(Outputs(run1=("x" * 10, True)), "main").problem
+    assert problem == "the exit value of task main was cut short by Databricks (it keeps 5 MB); exit with less"
+    problem = exit_values(Outputs(run1="1" * 60, run2="2" * 60), "a", "b").problem
+    assert problem == (
+        "the exit value of task b makes the run's exit values 120 bytes, over DARA_MAX_VALUE_BYTES (100); "
+        "exit with less or raise the setting"
+    )
+    assert exit_values(Outputs(run1="1" * 100), "a").problem is None  # at the limit: fine
+    problem = exit_values(Outputs(run1="1", run2="[[[[1]]]]"), "a", "b").problem
+    assert problem == depth_message("the exit value of task b", 4, 3)
+
+
+def test_a_transient_failure_to_read_an_exit_value_is_raised_to_read_again() -> None:
+    with pytest.raises(dbx_errors.TemporarilyUnavailable):
+        exit_values(Outputs(run1="1", run2=dbx_errors.TemporarilyUnavailable("busy")), "a", "b")
+
+
+def test_a_run_report_names_each_task_its_result_and_message() -> None:
+    run = jobs.Run(
+        run_id=3,
+        state=jobs.RunState(life_cycle_state=jobs.RunLifeCycleState.TERMINATED, result_state=RunResultState.FAILED),
+        tasks=[
+            jobs.RunTask(
+                task_key="load",
+                run_id=31,
+                state=jobs.RunState(result_state=RunResultState.FAILED, state_message="boom"),
+            ),
+            jobs.RunTask(task_key="later", run_id=32),  # never ran: no state
+        ],
+    )
+
+    assert app.watchers.run_report(run) == {
+        "run_id": 3,
+        "result": "FAILED",
+        "tasks": [
+            {"task": "load", "result": "FAILED", "message": "boom", "run_id": 31},
+            {"task": "later", "result": "UNKNOWN", "message": "", "run_id": 32},
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    ("result", "window", "ended", "held_for"),
+    [
+        ("FAILED", 60, True, 60_000),
+        ("SUCCESS", 60, True, 0),  # nothing to repair
+        ("FAILED", 0, True, 0),  # repairs not waited for
+        ("FAILED", 60, False, 0),  # no end time yet
+        (None, 60, True, 0),  # no state
+    ],
+)
+def test_a_failed_run_is_held_open_for_its_repair_window_from_its_end(
+    result: str | None, window: int, ended: bool, held_for: int, tmp_path: Path
+) -> None:
+    state = jobs.RunState(result_state=jobs.RunResultState(result)) if result else None
+    run = jobs.Run(run_id=7, state=state, end_time=1_000_000 if ended else 0)
+    settings = make_settings(tmp_path, repair_window=timedelta(seconds=window))
+
+    assert app.watchers.repairable_until(run, settings) == (1_000_000 + held_for if held_for else 0)
+
+
+def test_a_run_read_as_ended_is_not_active_whatever_the_listing_says() -> None:
+    listed = [jobs.BaseRun(run_id=7, state=jobs.RunState(life_cycle_state=jobs.RunLifeCycleState.RUNNING))]
+    listing = SimpleNamespace(jobs=SimpleNamespace(list_runs=lambda **_: listed), config=SimpleNamespace(host="x"))
+    active = app.active_runs.ActiveRuns(cast(WorkspaceClient, listing), 60.0)
+    assert asyncio.run(active.is_active(7))
+
+    active.saw_ended(7, "FAILED")
+
+    assert not asyncio.run(active.is_active(7))
+    assert active.ended_as(7) == "FAILED"
+    # It keeps the most recent MAX_ENDED of them, forgetting the oldest first.
+    for run_id in range(100, 100 + app.active_runs.MAX_ENDED):
+        active.saw_ended(run_id, "SUCCESS")
+    assert active.ended_as(7) is None and active.ended_as(100) == "SUCCESS"
+    assert active.ended_as(99 + app.active_runs.MAX_ENDED) == "SUCCESS"
