@@ -6,6 +6,8 @@ default of tests.harness.running_service).
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Generator
 from datetime import timedelta
 from typing import Any
@@ -112,6 +114,23 @@ def outlives_its_deadline(ctx: Context) -> Generator[Any, Any, Any]:
     return (yield ctx.promise())
 
 
+#: Holds ``held_step`` until a test sets it (a step in flight, for as long as a test needs).
+STEP_GATE = threading.Event()
+
+
+async def held_step() -> str:
+    await asyncio.to_thread(STEP_GATE.wait, 60)
+    return "released"
+
+
+@pipeline
+def waits_while_a_step_runs(ctx: Context) -> Generator[Any, Any, Any]:
+    """Open the wait `<run>:1`, run ``held_step`` at `<run>:2`, then wait: running, then waiting."""
+    wait = ctx.promise()
+    held = yield ctx.run(held_step)
+    return [held, (yield wait)]
+
+
 #: The service's pipelines and these.
 WITH_TEST_PIPELINES: tuple[Pipeline, ...] = (
     *PIPELINES,
@@ -125,4 +144,5 @@ WITH_TEST_PIPELINES: tuple[Pipeline, ...] = (
     retries_a_step,
     waits_then_sleeps,
     outlives_its_deadline,
+    waits_while_a_step_runs,
 )

@@ -26,6 +26,7 @@ from app.durable.resonate_format import (
 from app.services.errors import BadParams, PipelineNotFound
 from app.services.run_status import DatabricksRun, StepView, _databricks_run, _show_once, is_run
 from tests.harness import Service, sign
+from tests.pipelines_for_tests import STEP_GATE
 
 
 def test_a_step_result_is_folded_into_the_runs_only_when_it_is_that_result(service: Service) -> None:
@@ -144,6 +145,48 @@ def test_one_long_poll_answers_with_the_run_once_it_ends(service: Service, monke
 
     [answer] = answers
     assert (answer.status_code, answer.json()["status"], answer.json()["result"]) == (200, "done", 7)
+
+
+def test_a_run_with_a_step_in_flight_is_running_though_a_wait_is_open(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Then one long poll, sent while it runs, answers once it has ended."""
+    STEP_GATE.clear()
+    started = service.http.post("/runs", json={"pipeline": "waits_while_a_step_runs", "id": "status-held"})
+    assert started.status_code == 201, started.text
+    running = service.wait_until("status-held", "running", also=lambda r: len(r["steps"]) == 2)
+    assert [(s["kind"], s["state"]) for s in running["steps"]] == [("callback", "pending"), ("step", "pending")]
+    answers: list[httpx.Response] = []
+
+    def poll() -> None:
+        with httpx.Client(base_url=service.url, timeout=30) as http:
+            answers.append(http.get("/runs/status-held", params={"wait": 60}))
+
+    resonate = service.runtime.resonate
+    holding = threading.Event()  # the poll holds the run's handle: it waits for its end
+
+    async def get(run_id: str) -> Any:
+        handle = await type(resonate).get(resonate, run_id)
+        holding.set()
+        return handle
+
+    monkeypatch.setattr(resonate, "get", get)
+    polling = threading.Thread(target=poll)
+    polling.start()
+    try:
+        assert holding.wait(timeout=30), answers
+        STEP_GATE.set()
+        service.wait_until("status-held", "waiting")
+        token = sign(service.http, "status-held:1")
+        assert (
+            service.http.post("/resolve", json={"id": "status-held:1", "value": 2, "token": token}).status_code == 200
+        )
+    finally:
+        STEP_GATE.set()
+        polling.join()
+
+    [answer] = answers
+    assert (answer.json()["status"], answer.json()["result"]) == ("done", ["released", 2])
 
 
 def test_a_sleeping_run_is_waiting(service: Service) -> None:

@@ -108,7 +108,7 @@ async def export_live(
 
 async def _export(runtime: RuntimeDep, run_id: str) -> tuple[ExportProgress, str]:
     """The export's progress and the version of the run it is read from (one read)."""
-    run = await reading.get_run(runtime, run_id)
+    run = await reading.get_run(runtime, run_id, wait=0)
     try:
         return export_progress(run, datetime.now(UTC)), version(run)
     except ValueError as exc:

@@ -155,7 +155,7 @@ async def get_export(runtime: RuntimeDep, run_id: Annotated[str, Path(pattern=RU
 
 
 async def read_export(runtime: RuntimeDep, run_id: str) -> ExportProgress:
-    run = await reading.get_run(runtime, run_id)
+    run = await reading.get_run(runtime, run_id, wait=0)
     try:
         return export_progress(run, datetime.now(UTC))
     except ValueError as exc:

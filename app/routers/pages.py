@@ -74,7 +74,7 @@ async def run_live(
 
 
 async def _read(runtime: RuntimeDep, run_id: str) -> RunView:
-    return await reading.get_run(runtime, run_id)
+    return await reading.get_run(runtime, run_id, wait=0)
 
 
 def _embedded(runtime: RuntimeDep) -> bool:

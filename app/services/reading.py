@@ -12,7 +12,7 @@ from app.services.errors import BadCursor, RunNotFound
 from app.services.run_status import RunListItem, RunPage, RunStatus, RunView, add_listed_states, read_run
 
 
-async def get_run(runtime: Runtime, run_id: str, *, wait: float = 0) -> RunView:
+async def get_run(runtime: Runtime, run_id: str, *, wait: float) -> RunView:
     """The run ``run_id`` with its steps; with ``wait``, after up to that many seconds for
     it to finish. Raises RunNotFound."""
     host = runtime.workspace_host
