@@ -61,6 +61,8 @@ def test_the_demo_runs_databricks_run_carries_its_job(service: Service) -> None:
     # Its watcher records how the Databricks run ended, on its next look.
     ended = service.wait_until("status-job", "done", also=lambda r: r["databricks_runs"][0]["state"] is not None)
     assert ended["databricks_runs"][0]["state"] == "SUCCESS"
+    # Its callback, run_job and notify: the watcher is DARA's, not the pipeline's work.
+    assert ended["progress"] == {"done": 3, "seen": 3}
 
     [databricks] = run["databricks_runs"]
     assert databricks["job_id"] == job.job_id
