@@ -191,6 +191,20 @@ def test_a_run_with_a_step_in_flight_is_running_though_a_wait_is_open(
     assert (answer.json()["status"], answer.json()["result"]) == ("done", ["released", 2])
 
 
+def test_a_null_result_is_not_folded_into_a_step(service: Service) -> None:
+    """Nothing is saved by marking null, and a reader would see a value where there is none."""
+    assert service.http.post("/runs", json={"pipeline": "waits_for_callback", "id": "status-null"}).status_code == 201
+    service.wait_until("status-null", "waiting")
+    token = sign(service.http, "status-null:1")
+    assert service.http.post("/resolve", json={"id": "status-null:1", "value": None, "token": token}).status_code == 200
+
+    run = service.wait_for("status-null")
+
+    assert (run["status"], run["result"]) == ("done", None)
+    [wait] = run["steps"]
+    assert (wait["state"], wait["result"], wait["result_is_run_result"]) == ("resolved", None, False)
+
+
 def test_a_sleeping_run_is_waiting(service: Service) -> None:
     body = {"pipeline": "sleeps", "id": "status-asleep", "params": {"seconds": 120}}
     assert service.http.post("/runs", json=body).status_code == 201
