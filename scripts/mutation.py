@@ -38,6 +38,7 @@ import fnmatch
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -414,6 +415,31 @@ def report(names: list[str]) -> int:
     return 1 if share > 5 or unrun else 0
 
 
+def check(name: str, mutant: str, tests: list[str]) -> int:
+    """Run ``tests`` against one mutant in group ``name``'s mutated copy, and record the
+    outcome as mutmut does. For what mutmut could not map to a test (a classmethod's
+    mutants: "no tests"), and for a test outside the group's selection that is too slow
+    to add to it. The copy's tests are refreshed first; do not use it while the group runs.
+    """
+    folder = WORK / name / "mutants"
+    for entry in ALSO_COPY:
+        if (ROOT / entry).is_dir():
+            shutil.copytree(ROOT / entry, folder / entry, dirs_exist_ok=True)
+    env = {**os.environ, **GROUPS[name].env, "MUTANT_UNDER_TEST": mutant}
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+    code = subprocess.run(command, cwd=folder, env=env, check=False).returncode
+    for path in GROUPS[name].targets:
+        meta_path = folder / f"{path}.meta"
+        data = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        if mutant in data.get("exit_code_by_key", {}):
+            data["exit_code_by_key"][mutant] = code
+            meta_path.write_text(json.dumps(data, indent=4))
+            print(f"== {name}: {mutant}: {'killed' if code in KILLED else OUTCOME.get(code, f'exit {code}')}")
+            return 0
+    print(f"== {name}: no mutant {mutant}", file=sys.stderr)
+    return 2
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -422,11 +448,21 @@ def main() -> int:
     parser.add_argument("--report", action="store_true", help="print the table of the last runs; run nothing")
     parser.add_argument("--list", action="store_true", help="print each group's files, functions and tests")
     parser.add_argument("--again", action="store_true", help="rerun only the mutants the last runs did not kill")
+    parser.add_argument(
+        "--check",
+        nargs="+",
+        metavar=("MUTANT", "TEST"),
+        help="with one group: run these tests against MUTANT and record the outcome",
+    )
     parser.add_argument("--max-children", type=int, default=2, help="mutants tested at once (default 2)")
     args = parser.parse_args()
     if unknown := [name for name in args.groups if name not in GROUPS]:
         parser.error(f"no group {', '.join(unknown)}; the groups are {', '.join(GROUPS)}")
     names = args.groups or list(GROUPS)
+    if args.check:
+        if len(args.groups) != 1 or len(args.check) < 2:
+            parser.error("--check takes one group, a mutant and the tests to run against it")
+        return check(args.groups[0], args.check[0], args.check[1:])
     if args.list:
         for name in names:
             group = GROUPS[name]
