@@ -249,7 +249,7 @@ def test_an_existing_id_with_another_pipeline_is_a_conflict(service: Service) ->
     )
 
     assert response.status_code == 409
-    assert "waits_for_callback" in response.json()["detail"]
+    assert response.json()["detail"] == "run 'cb-conflict' exists and runs 'waits_for_callback'; pick another id"
 
 
 def test_pipelines_are_listed_with_a_schema_of_their_params(service: Service) -> None:

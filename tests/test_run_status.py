@@ -226,6 +226,30 @@ def test_a_cancelled_runs_wait_says_it_was_cancelled(service: Service) -> None:
     assert (wait["kind"], wait["state"], wait["error"]) == ("callback", "rejected_canceled", "cancelled")
 
 
+def test_params_that_do_not_fit_are_refused_naming_each_by_its_path(service: Service) -> None:
+    body = {"pipeline": "notebook_job", "id": "status-bad", "params": {"job": "j", "params": {"count": 4}}}
+
+    refused = service.http.post("/runs", json=body)
+
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"] == "bad params for notebook_job: params.count: Input should be a valid string"
+
+
+def test_asking_again_for_a_run_answers_with_the_whole_run(service: Service) -> None:
+    """The repeat of a start is a read of the run as it is: steps, links and all."""
+    jobs = service.runtime.workspace.jobs.list(name=service.runtime.settings.demo_job_name)
+    [job] = list(jobs)
+    body = {"pipeline": "notebook_job", "id": "status-again", "params": {"job": job.settings.name}}
+    assert service.http.post("/runs", json=body).status_code == 201
+    done = service.wait_for("status-again")
+
+    again = service.http.post("/runs", json=body)
+
+    assert again.status_code == 200, again.text
+    assert [step["kind"] for step in again.json()["steps"]] == [step["kind"] for step in done["steps"]]
+    assert again.json()["databricks_runs"][0]["url"] == done["databricks_runs"][0]["url"] is not None
+
+
 # -- the pure parts, on records made up here ---------------------------------------------
 
 

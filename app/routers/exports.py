@@ -142,7 +142,7 @@ async def start_export(runtime: RuntimeDep, user: CurrentUser, body: ExportStart
         raise HTTPException(422, f"the config at {where} selects no active job or pipeline; select some and save it")
     run_id = f"export-{uuid.uuid4().hex[:12]}"
     run, _ = await starting.start(
-        runtime, run_id, EXPORT_PIPELINE, checked.config.model_dump(mode="json"), started_by=user
+        runtime, run_id, EXPORT_PIPELINE, checked.config.model_dump(mode="json"), started_by=user, by_caller=False
     )
     audit(user, "started", run.id, run.pipeline)
     return ExportStarted(run_id=run.id, page=f"/ui/exports/{run.id}", total=summary["total"])

@@ -106,7 +106,9 @@ async def deploy(body: Deploy, runtime: RuntimeDep, user: CurrentUser, response:
         "run": body.run,
         "callback": calls_back(graph),
     }
-    run, created = await starting.start(runtime, body.id or uuid.uuid4().hex, "deploy_and_run", params, started_by=user)
+    run, created = await starting.start(
+        runtime, body.id or uuid.uuid4().hex, "deploy_and_run", params, started_by=user, by_caller=False
+    )
     audit(user, "started" if created else "asked again for", run.id, run.pipeline)
     if not created:
         response.status_code = 200

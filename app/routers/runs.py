@@ -57,7 +57,7 @@ async def run_demo(
 ) -> RunSummary:
     """The original example's form: start the demo notebook job as ``id`` or report on it."""
     params: dict[str, Any] = {"job": runtime.settings.demo_job_name, "params": {}, "url": url}
-    run, created = await starting.start(runtime, id, "notebook_job", params, started_by=user)
+    run, created = await starting.start(runtime, id, "notebook_job", params, started_by=user, by_caller=False)
     if created:
         audit(user, "started", run.id, run.pipeline)
     return RunSummary.of(run)

@@ -73,7 +73,9 @@ async def upload_and_process(
     handle = await asyncio.to_thread(store.save, file.file, run_id)
     created = False
     try:
-        run, created = await starting.start(runtime, run_id, PIPELINE, {"upload": handle, **arguments}, started_by=user)
+        run, created = await starting.start(
+            runtime, run_id, PIPELINE, {"upload": handle, **arguments}, started_by=user, by_caller=False
+        )
     finally:
         if not created:  # refused, or the run already existed: it will never read this copy
             await asyncio.to_thread(store.discard, handle, run_id)

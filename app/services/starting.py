@@ -20,7 +20,7 @@ async def start(
     params: dict[str, Any],
     *,
     started_by: str = ANONYMOUS,
-    by_caller: bool = False,
+    by_caller: bool,
 ) -> tuple[RunView, bool]:
     """Start a run for ``started_by``, or find the one already called ``run_id``; (run, created).
 
