@@ -456,14 +456,16 @@ def main() -> int:
         help="with one group: run these tests against MUTANT and record the outcome",
     )
     parser.add_argument("--max-children", type=int, default=2, help="mutants tested at once (default 2)")
-    args = parser.parse_args()
+    args, extra = parser.parse_known_args()  # pytest's own options may follow --check's tests
+    if extra and not args.check:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if unknown := [name for name in args.groups if name not in GROUPS]:
         parser.error(f"no group {', '.join(unknown)}; the groups are {', '.join(GROUPS)}")
     names = args.groups or list(GROUPS)
     if args.check:
         if len(args.groups) != 1 or len(args.check) < 2:
             parser.error("--check takes one group, a mutant and the tests to run against it")
-        return check(args.groups[0], args.check[0], args.check[1:])
+        return check(args.groups[0], args.check[0], [*args.check[1:], *extra])
     if args.list:
         for name in names:
             group = GROUPS[name]

@@ -573,3 +573,35 @@ def test_a_run_read_as_ended_is_not_active_whatever_the_listing_says() -> None:
         active.saw_ended(run_id, "SUCCESS")
     assert active.ended_as(7) is None and active.ended_as(100) == "SUCCESS"
     assert active.ended_as(99 + app.active_runs.MAX_ENDED) == "SUCCESS"
+
+
+def test_a_failed_listing_is_not_tried_again_for_an_interval_and_says_why() -> None:
+    """One outage is one listing call an interval, however many watchers look meanwhile."""
+    clock = [1000.0]
+    calls: list[str] = []
+    runs: list[jobs.BaseRun] = []
+
+    def list_runs(**_: object) -> list[jobs.BaseRun]:
+        calls.append("list")
+        if not runs:
+            raise RuntimeError("the workspace is down")
+        return runs
+
+    listing = SimpleNamespace(
+        jobs=SimpleNamespace(list_runs=list_runs), config=SimpleNamespace(host="https://dbc.example")
+    )
+    active = app.active_runs.ActiveRuns(cast(WorkspaceClient, listing), 60.0, clock=lambda: clock[0])
+    why = "listing the active runs of https://dbc.example failed: RuntimeError: the workspace is down"
+
+    for seconds_later in (0.0, 59.9):  # the second look finds the failure remembered
+        clock[0] = 1000.0 + seconds_later
+        with pytest.raises(app.active_runs.ListingUnavailable) as failed:
+            asyncio.run(active.is_active(7))
+        assert str(failed.value) == why
+    assert (calls, active.listings) == (["list"], 0)
+
+    runs.append(jobs.BaseRun(run_id=7, state=jobs.RunState(life_cycle_state=jobs.RunLifeCycleState.QUEUED)))
+    clock[0] = 1060.0  # an interval after the failure: listed again
+    assert asyncio.run(active.is_active(7))
+    assert (calls, active.listings) == (["list", "list"], 1)
+    assert active.listed_state(7) == app.active_runs.ListedState("QUEUED", "")
