@@ -426,9 +426,16 @@ def check(name: str, mutant: str, tests: list[str]) -> int:
     for entry in ALSO_COPY:
         if (ROOT / entry).is_dir():
             shutil.copytree(ROOT / entry, folder / entry, dirs_exist_ok=True)
-    env = {**os.environ, **GROUPS[name].env, "MUTANT_UNDER_TEST": mutant}
+    env = {**os.environ, **GROUPS[name].env}
+    schema = ROOT.parent / "shared" / "resonate-pg" / "resonate.sql"  # as run() gives it
+    if schema.is_file():
+        env.setdefault("DARA_RESONATE_PG_SCHEMA", str(schema))
     command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
-    code = subprocess.run(command, cwd=folder, env=env, check=False).returncode
+    # The tests must pass unmutated, or a failure says nothing about the mutant.
+    if subprocess.run(command, cwd=folder, env={**env, "MUTANT_UNDER_TEST": ""}, check=False).returncode != 0:
+        print(f"== {name}: {' '.join(tests)} fail unmutated in {folder}; nothing recorded", file=sys.stderr)
+        return 1
+    code = subprocess.run(command, cwd=folder, env={**env, "MUTANT_UNDER_TEST": mutant}, check=False).returncode
     for path in GROUPS[name].targets:
         meta_path = folder / f"{path}.meta"
         data = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
