@@ -117,14 +117,14 @@ def test_a_filtered_listing_fills_its_page_exactly(service: Service) -> None:
     assert second["runs"][0]["id"] == "status-list-waits_for_callback-0" and len(second["runs"]) <= 2
 
 
-def test_one_long_poll_answers_with_the_run_once_it_ends(service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
-    """One request, sent while the run waits: its answer is the ended run. The client
-    gives up long before the poll's own 60 s, so a poll that sat out its wait fails."""
-    started = service.http.post("/runs", json={"pipeline": "waits_for_callback", "id": "status-poll"})
-    assert started.status_code == 201, started.text
-    service.wait_until("status-poll", "waiting")
+def long_poll_held(
+    service: Service, monkeypatch: pytest.MonkeyPatch, run_id: str
+) -> tuple[threading.Thread, list[httpx.Response]]:
+    """One ``GET /runs/{run_id}?wait=60`` in a thread, returned once DARA holds it (it has
+    the run's handle, to wait for its end). The client gives up long before the poll's
+    own 60 s, so a poll that sat out its wait leaves no answer."""
     resonate = service.runtime.resonate
-    holding = threading.Event()  # the poll holds the run's handle: it waits for its end
+    holding = threading.Event()
 
     async def get(run_id: str) -> Any:
         handle = await type(resonate).get(resonate, run_id)
@@ -136,11 +136,21 @@ def test_one_long_poll_answers_with_the_run_once_it_ends(service: Service, monke
 
     def poll() -> None:
         with httpx.Client(base_url=service.url, timeout=30) as http:
-            answers.append(http.get("/runs/status-poll", params={"wait": 60}))
+            answers.append(http.get(f"/runs/{run_id}", params={"wait": 60}))
 
     polling = threading.Thread(target=poll)
     polling.start()
     assert holding.wait(timeout=30), answers
+    return polling, answers
+
+
+def test_one_long_poll_answers_with_the_run_once_it_ends(service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One request, sent while the run waits: its answer is the ended run. The client
+    gives up long before the poll's own 60 s, so a poll that sat out its wait fails."""
+    started = service.http.post("/runs", json={"pipeline": "waits_for_callback", "id": "status-poll"})
+    assert started.status_code == 201, started.text
+    service.wait_until("status-poll", "waiting")
+    polling, answers = long_poll_held(service, monkeypatch, "status-poll")
     token = sign(service.http, "status-poll:1")
     assert service.http.post("/resolve", json={"id": "status-poll:1", "value": 7, "token": token}).status_code == 200
     polling.join()
@@ -158,25 +168,8 @@ def test_a_run_with_a_step_in_flight_is_running_though_a_wait_is_open(
     assert started.status_code == 201, started.text
     running = service.wait_until("status-held", "running", also=lambda r: len(r["steps"]) == 2)
     assert [(s["kind"], s["state"]) for s in running["steps"]] == [("callback", "pending"), ("step", "pending")]
-    answers: list[httpx.Response] = []
-
-    def poll() -> None:
-        with httpx.Client(base_url=service.url, timeout=30) as http:
-            answers.append(http.get("/runs/status-held", params={"wait": 60}))
-
-    resonate = service.runtime.resonate
-    holding = threading.Event()  # the poll holds the run's handle: it waits for its end
-
-    async def get(run_id: str) -> Any:
-        handle = await type(resonate).get(resonate, run_id)
-        holding.set()
-        return handle
-
-    monkeypatch.setattr(resonate, "get", get)
-    polling = threading.Thread(target=poll)
-    polling.start()
+    polling, answers = long_poll_held(service, monkeypatch, "status-held")
     try:
-        assert holding.wait(timeout=30), answers
         STEP_GATE.set()
         service.wait_until("status-held", "waiting")
         token = sign(service.http, "status-held:1")
