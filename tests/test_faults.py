@@ -304,10 +304,20 @@ def hold_notify(cluster: Cluster, point: KillPoint) -> Callable[..., bool]:
     return notify
 
 
-async def wait_for_status(worker: Worker, run_id: str, status: str) -> RunView:
+async def wait_for_status(worker: Worker, run_id: str, status: str, *, job_recorded: bool = False) -> RunView:
+    """The run once it has ``status`` (and, with ``job_recorded``, once its ``run_job``
+    step has its result: notebook_job opens its wait before it starts the job, so the run
+    is briefly "waiting" with the job not yet started)."""
+
+    def reached(run: RunView | None) -> bool:
+        if run is None or run.status != status:
+            return False
+        return not job_recorded or any(s.name == "run_job" and s.state == "resolved" for s in run.steps)
+
     with anyio.fail_after(30):
-        while (run := await read_run(worker.runtime.resonate, run_id)) is None or run.status != status:
+        while not reached(run := await read_run(worker.runtime.resonate, run_id)):
             await anyio.sleep(0.02)
+    assert run is not None
     return run
 
 
@@ -353,11 +363,11 @@ async def test_a_worker_killed_at_each_point_of_the_loop_is_taken_over(
         await first.runtime.start_run(run_id, pipeline, params, started_by="test")
 
         if point_name == "suspended":
-            await wait_for_status(first, run_id, "waiting")
+            await wait_for_status(first, run_id, "waiting", job_recorded=True)
             survivor = await c.kill("first")
             # Read before the front door opens: the notebook's callback may settle the
             # wait as soon as it does. The survivor may be replaying up to the wait.
-            at_kill = await wait_for_status(survivor, run_id, "waiting")
+            at_kill = await wait_for_status(survivor, run_id, "waiting", job_recorded=True)
             await c.front.start()
         else:
             victim = await point.wait_reached()

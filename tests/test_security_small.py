@@ -229,12 +229,14 @@ def test_the_timeout_does_not_cut_a_slow_answer(impatient: Service) -> None:
 
 def test_python_m_app_serves_with_the_same_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import app.__main__ as entry
+    import app.server
 
     settings = make_settings(tmp_path, client_timeout=7)
     served: list[object] = []
 
     class Server:
-        def __init__(self, config: object) -> None:
+        def __init__(self, config: object, *, on_shutdown: object) -> None:
+            assert callable(on_shutdown)  # long polls answer as it begins to stop
             self.config, self.started = config, True
 
         def run(self) -> None:
@@ -243,7 +245,7 @@ def test_python_m_app_serves_with_the_same_configuration(monkeypatch: pytest.Mon
     monkeypatch.setattr(entry, "get_settings", lambda: settings)
     monkeypatch.setattr(logging, "basicConfig", lambda **_: None)
     monkeypatch.setattr(logging.getLogger("resonate"), "level", logging.getLogger("resonate").level)
-    monkeypatch.setattr(entry.uvicorn, "Server", Server)
+    monkeypatch.setattr(app.server, "DrainingServer", Server)
     entry.main()
 
     (config,) = served
