@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 class ExitValues:
     """What the notebooks of one run exited with."""
 
-    #: Whether any task exited with a value (``value`` may be None: ``exit("null")``).
+    #: Whether any task exited with a value it can use (``value`` may be None: ``exit("null")``).
     found: bool = False
     value: Any = None
     #: Why the value cannot be used (too large, too deep, cut short by Databricks).
@@ -63,18 +63,17 @@ def read_exit_values(w: WorkspaceClient, run: jobs.Run, *, max_bytes: int, max_d
             continue
         what = f"the exit value of task {task.task_key}"
         if notebook.truncated:
-            return ExitValues(True, problem=f"{what} was cut short by Databricks (it keeps 5 MB); exit with less")
+            return ExitValues(problem=f"{what} was cut short by Databricks (it keeps 5 MB); exit with less")
         size += len(notebook.result.encode("utf-8", "surrogatepass"))
         if size > max_bytes:
             return ExitValues(
-                True,
                 problem=f"{what} makes the run's exit values {size} bytes, over DARA_MAX_VALUE_BYTES "
                 f"({max_bytes}); exit with less or raise the setting",
             )
-        values[task.task_key or str(task.run_id)] = _decoded(notebook.result, what, max_depth)
+        values[task.task_key] = _decoded(notebook.result, what, max_depth)
     problems = [value.problem for value in values.values() if isinstance(value, _Refused)]
     if problems:
-        return ExitValues(True, problem=problems[0])
+        return ExitValues(problem=problems[0])
     if not values:
         return ExitValues()
     if len(tasks) == 1:

@@ -226,6 +226,7 @@ GROUPS: dict[str, Group] = {
             "app/exit_values.py": None,
         },
         tests=(
+            "tests/test_run_watch_looks.py",  # each decision of a look, in milliseconds
             "tests/test_run_watch.py",
             "tests/test_run_lifecycle.py",
             "tests/test_notebook_errors.py",

@@ -491,8 +491,15 @@ def test_one_tasks_exit_value_is_the_value_and_several_are_keyed_by_task() -> No
     assert exit_values(Outputs(run1='"a"', run2="2"), "a", "b") == ExitValues(True, {"a": "a", "b": 2})
     # A task without output, or whose output is gone for good, has no value; the others do.
     gone = dbx_errors.ResourceDoesNotExist("no output")
-    assert exit_values(Outputs(run1=None, run2="2", run3=gone), "a", "b", "c") == ExitValues(True, {"b": 2})
+    assert exit_values(Outputs(run1=gone, run2=None, run3="2"), "a", "b", "c") == ExitValues(True, {"c": 2})
     assert exit_values(Outputs(run1=None), "main") == ExitValues()
+
+
+def test_a_task_whose_output_is_gone_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("DEBUG", logger="app.exit_values"):
+        found = exit_values(Outputs(run3=dbx_errors.ResourceDoesNotExist("expired"), run4="1"), "a", "b")
+    assert found == app.exit_values.ExitValues(True, {"b": 1})
+    assert caplog.messages == ["no output for task run 3: expired"]
 
 
 def test_an_exit_value_that_cannot_be_used_says_why() -> None:
@@ -569,6 +576,7 @@ def test_a_run_read_as_ended_is_not_active_whatever_the_listing_says() -> None:
     assert active.ended_as(7) == "FAILED"
     assert not asyncio.run(active.is_active(7))  # told once, and the listing is still stale
     # It keeps the most recent MAX_ENDED of them, forgetting the oldest first.
+    active.saw_ended(7, "FAILED")
     for run_id in range(100, 100 + app.active_runs.MAX_ENDED):
         active.saw_ended(run_id, "SUCCESS")
     assert active.ended_as(7) is None and active.ended_as(100) == "SUCCESS"
