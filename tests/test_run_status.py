@@ -24,7 +24,7 @@ from app.durable.resonate_format import (
     stored_call,
 )
 from app.services.errors import BadParams, PipelineNotFound
-from app.services.run_status import DatabricksRun, StepView, _databricks_run, _show_once, is_run
+from app.services.run_status import DatabricksRun, StepView, _databricks_run, _only_waits_pending, _show_once, is_run
 from tests.harness import Service, sign
 from tests.pipelines_for_tests import STEP_GATE
 
@@ -314,6 +314,26 @@ def test_a_step_is_shown_once_only_if_its_result_is_the_runs_as_json_too() -> No
         (True, False),
         (None, True),
     ]
+
+
+@pytest.mark.parametrize(
+    ("pending", "waiting"),
+    [
+        ({"callback"}, True),
+        ({"sleep", "watcher"}, True),  # a watcher outlives the wait it watches: it says nothing
+        ({"callback", "step"}, False),  # a step runs beside the wait
+        ({"callback", "call"}, False),  # so does a call to another worker
+        ({"watcher"}, False),
+        (set(), False),  # nothing pending: between two operations
+    ],
+)
+def test_a_run_is_waiting_while_only_waits_are_pending(pending: set[str], waiting: bool) -> None:
+    steps = [
+        StepView(id=f"r:{n}", name=None, kind=kind, state="pending", started_at=datetime.now())  # type: ignore[arg-type]
+        for n, kind in enumerate(sorted(pending), 1)
+    ]
+    steps.append(StepView(id="r:9", name="s", kind="step", state="resolved", started_at=datetime.now()))
+    assert _only_waits_pending(steps) is waiting
 
 
 def test_a_refusal_lists_what_there_is_or_says_there_is_none() -> None:

@@ -367,9 +367,10 @@ def _outcome(record: PromiseRecord) -> tuple[Any, str | None]:
 
 
 def run_meta(root: PromiseRecord) -> RunMeta:
-    """What DARA recorded about the run whose root promise this is."""
+    """What DARA recorded about the run whose root promise this is (``is_run(root)``)."""
     call = resonate_format.stored_call(root)
-    return RunMeta.of(call.kwargs.get(RUN_META) if call is not None else None)
+    assert call is not None, f"{root.id} holds no call: not a run"
+    return RunMeta.of(call.kwargs.get(RUN_META))
 
 
 def _databricks_run(result: Any, workspace_host: str | None) -> DatabricksRun | None:
