@@ -10,7 +10,8 @@ a look is too near the run's deadline to wait for another. The watcher's clock
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -49,8 +50,15 @@ WAIT = "r:1"
 class Jobs:
     """``w.jobs`` of run 5: listed as active or not, read as ``run``, and its tasks' outputs."""
 
-    def __init__(self, run: jobs.Run | Exception, *, listed: bool = False, **outputs: jobs.RunOutput) -> None:
-        self.run, self.listed = run, listed
+    def __init__(
+        self,
+        run: jobs.Run | Exception,
+        *,
+        listed: bool = False,
+        meanwhile: Callable[[], None] = lambda: None,
+        **outputs: jobs.RunOutput,
+    ) -> None:
+        self.run, self.listed, self.meanwhile = run, listed, meanwhile
         self.outputs = {int(task.removeprefix("task")): out for task, out in outputs.items()}
         self.calls: list[str] = []
         self.jobs = self
@@ -63,6 +71,7 @@ class Jobs:
 
     def get_run(self, run_id: int) -> jobs.Run:
         self.calls.append(f"get {run_id}")
+        self.meanwhile()  # what happens while the watcher reads the run
         if isinstance(self.run, Exception):
             raise self.run
         return self.run
@@ -245,6 +254,25 @@ async def test_an_exit_value_that_cannot_be_used_rejects_the_wait_saying_why(wat
 
     why = "the exit value of task main was cut short by Databricks (it keeps 5 MB); exit with less"
     assert await watch.wait() == ("rejected", f"Databricks run 5 ended SUCCESS, but {why}; {LINK}")
+
+
+@pytest.mark.parametrize("ended_as", ["FAILED", "SUCCESS with an exit value it cannot use"])
+@pytest.mark.anyio
+async def test_a_callback_that_arrives_while_the_run_is_read_wins_and_the_look_says_so(
+    watch: Watch, ended_as: str
+) -> None:
+    loop = asyncio.get_running_loop()
+
+    def callback_arrives() -> None:  # on the thread that reads the run
+        asyncio.run_coroutine_threadsafe(watch.resonate.promises.resolve(WAIT, Value(data=2)), loop).result()
+
+    cut_short = jobs.RunOutput(notebook_output=jobs.NotebookOutput(result="1", truncated=True))
+    run = ended("FAILED") if ended_as == "FAILED" else ended("SUCCESS", task("main", 51, "SUCCESS"))
+    watch.on(Jobs(run, meanwhile=callback_arrives, task51=cut_short))
+
+    assert await watch.check(final=True) == "settled"
+
+    assert await watch.wait() == ("resolved", 2)
 
 
 @pytest.mark.anyio
