@@ -203,7 +203,7 @@ async def _look(
     # unless the wait was resolved and the run it belongs to has not failed.
     wait = await resonate.promises.get(promise_id)
     root = await resonate.promises.get(info.run_id)
-    give_up = verdict == "deadline" or wait.state != "resolved" or root.state not in ("pending", "resolved")
+    give_up = wait.state != "resolved" or root.state not in ("pending", "resolved")
     state = await _final_state(w, active, run, trust_listing=not cancelled)
     if state is None:
         return Look(verdict, seconds=pace, cancel=give_up and not cancelled)

@@ -371,6 +371,21 @@ async def test_a_watcher_cut_short_by_the_sdk_does_not_cancel_what_its_run_still
     assert await watch.look(check=2, deadline_in=20_000) == Look("waiting", seconds=10.0)
 
 
+@pytest.mark.anyio
+async def test_a_first_look_with_the_margin_left_exactly_is_near_the_deadline(watch: Watch) -> None:
+    await _deadline(watch, in_ms=30_000)
+    watch.on(Jobs(running(), listed=True))
+    look = await watch.look(check=1, deadline_in=30_000)
+    assert (look.verdict, look.cancel) == ("deadline", True)
+
+
+@pytest.mark.anyio
+async def test_the_final_look_at_a_job_nobody_calls_back_from_resolves_its_wait(watch: Watch) -> None:
+    watch.on(Jobs(ended("SUCCESS")))
+    assert await watch.look(final=True, settle=True) == Look("settled", state="SUCCESS", wait="resolved")
+    assert await watch.wait() == ("resolved", {"run_id": 5, "result": "SUCCESS", "tasks": []})
+
+
 @pytest.mark.parametrize(("left_ms", "near"), [(30_000, True), (30_001, False)])
 @pytest.mark.anyio
 async def test_the_deadline_margin_is_exact(watch: Watch, left_ms: int, near: bool) -> None:
@@ -380,11 +395,15 @@ async def test_the_deadline_margin_is_exact(watch: Watch, left_ms: int, near: bo
     assert (look.verdict, look.cancel) == (("deadline", True) if near else ("waiting", False))
 
 
+@pytest.mark.parametrize("run_is", ["running", "done"])
 @pytest.mark.anyio
-async def test_a_run_whose_wait_was_resolved_is_watched_to_its_end_and_left_running(watch: Watch) -> None:
+async def test_a_run_whose_wait_was_resolved_is_watched_to_its_end_and_left_running(watch: Watch, run_is: str) -> None:
     await watch.resonate.promises.resolve(WAIT, Value(data=1))
+    if run_is == "done":
+        await watch.resonate.promises.resolve("r", Value(data=1))
     watch.on(Jobs(running(), listed=True))
     assert await watch.look() == Look("settled", seconds=INTERVAL)
+    assert watch.workspace.calls == ["list"]  # the listing shows it running: not read on its own
 
     watch.on(Jobs(ended("SUCCESS")))
     assert await watch.look() == Look("settled", state="SUCCESS", wait="resolved")
@@ -407,10 +426,11 @@ async def test_a_run_nobody_waits_for_any_more_is_cancelled(watch: Watch, ends: 
 @pytest.mark.anyio
 async def test_a_cancelled_run_is_read_on_its_own_until_it_ended(watch: Watch) -> None:
     """After a cancel the listing may show the run for an interval yet: it is not asked."""
-    watch.on(Jobs(running(), listed=True))
+    watch.on(Jobs(running()))
+    assert not await watch.active.is_active(RUN.run_id)  # listed before it started
     assert await watch.look(cancelled=True) == Look("deadline", seconds=INTERVAL)
-    assert watch.workspace.calls == ["get 5"]
-    assert await watch.active.is_active(RUN.run_id)  # read as running: so noted
+    assert await watch.active.is_active(RUN.run_id)  # read as running, so noted until the next listing
+    assert watch.workspace.calls == ["list", "get 5"]
 
     watch.on(Jobs(ended("CANCELED"), listed=True))
     assert await watch.look(cancelled=True) == Look("deadline", state="CANCELED", wait="pending")
