@@ -10,9 +10,9 @@ import asyncio
 import threading
 from collections.abc import Generator
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from app.durable import Context, Pipeline, pipeline
+from app.durable import SERVER_ONLY, Context, Pipeline, pipeline
 from pipelines import PIPELINES
 from steps.jobs import JobRun, run_job
 
@@ -131,6 +131,14 @@ def waits_while_a_step_runs(ctx: Context) -> Generator[Any, Any, Any]:
     return [held, (yield wait)]
 
 
+@pipeline
+def has_a_server_only_param(
+    ctx: Context, name: str, root: Annotated[str, SERVER_ONLY] = "/srv/dara"
+) -> Generator[Any, Any, str]:
+    """``root`` is for DARA's own routes to set: ``POST /runs`` refuses it."""
+    return (yield ctx.run(echo, f"{name} in {root}"))
+
+
 #: The service's pipelines and these.
 WITH_TEST_PIPELINES: tuple[Pipeline, ...] = (
     *PIPELINES,
@@ -145,4 +153,5 @@ WITH_TEST_PIPELINES: tuple[Pipeline, ...] = (
     waits_then_sleeps,
     outlives_its_deadline,
     waits_while_a_step_runs,
+    has_a_server_only_param,
 )

@@ -103,6 +103,20 @@ def test_post_runs_refuses_deploy_and_run_and_points_to_jobs_deploy(service: Ser
     assert service.http.get("/runs/sec-env").status_code == 404
 
 
+def test_post_runs_refuses_a_parameter_only_dara_sets_and_starts_the_pipeline_without_it(service: Service) -> None:
+    start = {"pipeline": "has_a_server_only_param", "id": "sec-server-param"}
+
+    refused = service.http.post("/runs", json={**start, "params": {"name": "x", "root": "/etc"}})
+
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"] == (
+        "'root' of pipeline 'has_a_server_only_param' is set only by DARA itself; leave it out"
+    )
+    assert service.http.get("/runs/sec-server-param").status_code == 404
+    assert service.http.post("/runs", json={**start, "params": {"name": "x"}}).status_code == 201
+    assert service.wait_for("sec-server-param")["result"] == "x in /srv/dara"
+
+
 def test_pipelines_say_which_are_started_only_by_dara(service: Service) -> None:
     listed = {p["name"]: p for p in service.http.get("/pipelines").json()}
 
