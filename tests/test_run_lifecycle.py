@@ -8,12 +8,14 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 from resonate.types import Value
 
 from app.runtime import Runtime
+from app.services import starting
 from app.workspace.deploy import demo_job_settings, import_notebooks
 from scripts.databricks_double import DatabricksDouble, workspace_client
 from steps.jobs import cancel_run, upsert_job
@@ -309,3 +311,30 @@ async def test_a_call_detached_in_the_first_stretch_runs_nested_in_the_start(run
     with anyio.fail_after(30):
         results = [await (await runtime.resonate.get(root)).result() for root in ("detaching", detached)]
     assert sorted(results) == waits
+
+
+@pytest.mark.anyio
+async def test_a_start_reads_no_step_and_a_repeated_start_reads_each_step_once(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run a moment old has no steps worth a read each, and a flood of starts pays for
+    every read; asking again for a run that exists reads it whole, once."""
+    reads: list[str] = []
+    get = runtime.resonate.promises.get
+
+    async def counted(promise_id: str) -> Any:
+        reads.append(promise_id)
+        return await get(promise_id)
+
+    monkeypatch.setattr(runtime.resonate.promises, "get", counted)
+
+    run, created = await starting.start(runtime, "reads", "waits_for_callback", {}, by_caller=True)
+    assert created and run.steps == []
+    assert reads == ["reads"]
+
+    reads.clear()
+    run, created = await starting.start(
+        runtime, "reads", "waits_for_callback", {"timeout_seconds": "x"}, by_caller=True
+    )
+    assert not created and [step.id for step in run.steps] == ["reads:1"]
+    assert reads.count("reads:1") == 1, reads

@@ -37,7 +37,8 @@ async def start(
     except pydantic.ValidationError as exc:
         # Asking again for a run that exists needs no valid params: it is not started again.
         if (existing := await read_run(runtime.resonate, run_id, with_steps=False)) is None:
-            problems = [f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}" for e in exc.errors()]
+            # Each names its parameter: the model is a signature's, fed a dict, without validators of its own.
+            problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
             raise BadParams.invalid(pipeline.name, problems) from None
     else:
         # Create first, then look at what the id holds: Resonate starts an id once, and
