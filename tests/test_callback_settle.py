@@ -18,9 +18,14 @@ from typing import Any
 
 import httpx
 import pytest
+from resonate.types import Value
 
 from app.logs import RUN_ID
+from app.runtime import Runtime
+from app.services import settling
+from app.services.errors import NotAWait
 from tests.harness import Service, callback_token, make_settings, running_service, sign
+from tests.pipelines_for_tests import WITH_TEST_PIPELINES
 from tests.postgres import BACKENDS, backend_settings
 
 
@@ -214,3 +219,25 @@ def test_of_callbacks_racing_with_one_value_exactly_one_is_told_it_settled(
     assert told == [False] + [True] * (RACERS - 1), [answer.text for answer in answers]
     assert {answer.json()["state"] for answer in answers} == {"resolved"}
     assert service.wait_for("settle-same")["result"] == {"rows": 7}
+
+
+@pytest.mark.anyio
+async def test_a_promise_made_outside_dara_is_refused_as_its_id_says(tmp_path: Path) -> None:
+    """A promise the Resonate server's own CLI made carries none of the SDK's tags: the
+    run it belongs to is read from its id, and only a wait is ever settled."""
+    runtime = await Runtime.start(make_settings(tmp_path, deploy_on_start=False), pipelines=WITH_TEST_PIPELINES)
+    try:
+        for promise_id in ("outside", "outside:1"):
+            await runtime.resonate.promises.create(promise_id, 4_000_000_000_000, Value(data=None), {})
+
+        with pytest.raises(NotAWait) as root:
+            await settling.find_wait(runtime, "outside")
+        with pytest.raises(NotAWait) as child:
+            await settling.find_wait(runtime, "outside:1")
+
+        assert (root.value.run_id, root.value.kind) == ("outside", "run")
+        assert str(child.value) == (
+            "'outside:1' is a call of run 'outside', not a wait (ctx.promise()); only a wait can be settled from outside"
+        )
+    finally:
+        await runtime.stop()
