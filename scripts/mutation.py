@@ -303,13 +303,19 @@ def ensure_mutmut() -> Path:
     return Path(sys.executable).parent / "mutmut"
 
 
-def run(name: str, group: Group, mutmut: Path, max_children: int, *, again: bool) -> None:
-    folder = prepare(name, group)
+def environment(group: Group) -> dict[str, str]:
+    """The environment a group's tests run in, from the mutated copy."""
     env = {**os.environ, **group.env}
     # tests/postgres.py finds resonate-pg's schema beside the project; the copy is elsewhere.
     schema = ROOT.parent / "shared" / "resonate-pg" / "resonate.sql"
     if schema.is_file():
         env.setdefault("DARA_RESONATE_PG_SCHEMA", str(schema))
+    return env
+
+
+def run(name: str, group: Group, mutmut: Path, max_children: int, *, again: bool) -> None:
+    folder = prepare(name, group)
+    env = environment(group)
     if not again:
         mutmut_run(name, group, [str(mutmut), "run", "--max-children", str(max_children), *globs(group)], folder, env)
         return
@@ -427,10 +433,7 @@ def check(name: str, mutant: str, tests: list[str]) -> int:
     for entry in ALSO_COPY:
         if (ROOT / entry).is_dir():
             shutil.copytree(ROOT / entry, folder / entry, dirs_exist_ok=True)
-    env = {**os.environ, **GROUPS[name].env}
-    schema = ROOT.parent / "shared" / "resonate-pg" / "resonate.sql"  # as run() gives it
-    if schema.is_file():
-        env.setdefault("DARA_RESONATE_PG_SCHEMA", str(schema))
+    env = environment(GROUPS[name])
     command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
     # The tests must pass unmutated, or a failure says nothing about the mutant.
     if subprocess.run(command, cwd=folder, env={**env, "MUTANT_UNDER_TEST": ""}, check=False).returncode != 0:
