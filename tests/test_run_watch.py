@@ -437,6 +437,16 @@ def test_a_run_has_ended_once_terminal_and_past_its_repair_window(
     assert app.watchers.ended_state(made_up_run(life_cycle, result), settings) == ended
 
 
+@pytest.mark.parametrize(("ended_ms_ago", "ended"), [(59_999, None), (60_000, "FAILED")])
+def test_a_failed_run_has_ended_once_its_repair_window_closes(
+    ended_ms_ago: int, ended: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = app.watchers.now_ms()
+    monkeypatch.setattr(app.watchers, "now_ms", lambda: now)  # the watcher's clock, fixed: the edge is exact
+    settings = make_settings(tmp_path, repair_window=timedelta(seconds=60))
+    assert app.watchers.ended_state(made_up_run("TERMINATED", "FAILED", ended_ms_ago=ended_ms_ago), settings) == ended
+
+
 def test_an_exit_value_is_json_if_it_parses_and_refused_if_it_could_not_be_stored() -> None:
     decoded = app.exit_values._decoded
     assert decoded('{"rows": 7}', "task main", 5) == {"rows": 7}
@@ -548,6 +558,7 @@ def test_a_run_report_names_each_task_its_result_and_message() -> None:
     ("result", "window", "ended", "held_for"),
     [
         ("FAILED", 60, True, 60_000),
+        ("FAILED", 0.001, True, 1),  # a millisecond is a window
         ("SUCCESS", 60, True, 0),  # nothing to repair
         ("FAILED", 0, True, 0),  # repairs not waited for
         ("FAILED", 60, False, 0),  # no end time yet
@@ -555,7 +566,7 @@ def test_a_run_report_names_each_task_its_result_and_message() -> None:
     ],
 )
 def test_a_failed_run_is_held_open_for_its_repair_window_from_its_end(
-    result: str | None, window: int, ended: bool, held_for: int, tmp_path: Path
+    result: str | None, window: float, ended: bool, held_for: int, tmp_path: Path
 ) -> None:
     state = jobs.RunState(result_state=jobs.RunResultState(result)) if result else None
     run = jobs.Run(run_id=7, state=state, end_time=1_000_000 if ended else 0)

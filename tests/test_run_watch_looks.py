@@ -472,20 +472,3 @@ async def _deadline(watch: Watch, *, in_ms: int) -> None:
     """Make the run's own deadline ``in_ms`` from now: a run of its own, as a root keeps its timeout."""
     watch.root = "near"
     await watch.resonate.promises.create(watch.root, NOW + in_ms, Value(data=None), {})
-
-
-# -- ended_state and repairable_until: the repair window's edges ----------------------
-
-
-@pytest.mark.parametrize(("ended_ago_ms", "state"), [(59_999, None), (60_000, "FAILED")])
-def test_a_failed_run_has_ended_once_its_repair_window_closes(
-    ended_ago_ms: int, state: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(app.watchers, "now_ms", lambda: NOW)
-    settings = make_settings(tmp_path, repair_window=timedelta(seconds=60))
-    assert app.watchers.ended_state(ended("FAILED", end_time=NOW - ended_ago_ms), settings) == state
-
-
-def test_a_repair_window_of_a_millisecond_is_a_window(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, repair_window=timedelta(milliseconds=1))
-    assert app.watchers.repairable_until(ended("FAILED", end_time=NOW), settings) == NOW + 1
